@@ -1,0 +1,94 @@
+# loopstock: `make run` starts the local stack, `make test` runs every test.
+# Every tool is pinned and built here (Go tools in tools/), so a machine
+# with Go and make is enough.
+
+SHELL := /usr/bin/env bash
+.DEFAULT_GOAL := help
+
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X github.com/loopstock/loopstock/internal/version.Version=$(VERSION)
+BIN     := $(CURDIR)/.bin
+export PATH := $(BIN):$(PATH)
+# The test helpers find nsqd, nsqlookupd and consul here.
+export LOOPSTOCK_TOOLS := $(BIN)
+
+SERVICES   := integer-gen integeraverage-cal integer-api
+NSQ_TOOLS  := $(BIN)/nsqd $(BIN)/nsqlookupd $(BIN)/nsqadmin $(BIN)/hivemind
+GO_SOURCES := $(shell find . -name '*.go' -not -path './.data/*' -not -path './tools/*') go.mod go.sum
+
+.PHONY: help
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+## --- build ---------------------------------------------------------------
+
+.PHONY: build
+build: $(addprefix $(BIN)/,$(SERVICES)) ## build the three services into .bin/
+
+$(addprefix $(BIN)/,$(SERVICES)): $(GO_SOURCES)
+	@mkdir -p $(BIN)
+	CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ $(addprefix ./cmd/,$(SERVICES))
+
+.PHONY: tools
+tools: $(NSQ_TOOLS) $(BIN)/consul redis ## build the pinned tools (nsq, consul, hivemind) and install redis-server
+
+$(NSQ_TOOLS) &: tools/nsq/go.mod tools/nsq/go.sum
+	@mkdir -p $(BIN)
+	@echo "building nsqd, nsqlookupd, nsqadmin (nsq v1.3.0) and hivemind (v1.1.0)"
+	cd tools/nsq && go build -o $(BIN)/ github.com/nsqio/nsq/apps/nsqd github.com/nsqio/nsq/apps/nsqlookupd \
+		github.com/nsqio/nsq/apps/nsqadmin github.com/DarthSim/hivemind
+
+$(BIN)/consul: tools/consul/go.mod tools/consul/go.sum
+	@mkdir -p $(BIN)
+	@echo "building consul v1.14.11 (about 6 minutes the first time)"
+	cd tools/consul && go build -o $(BIN)/ github.com/hashicorp/consul
+
+.PHONY: redis
+redis:
+	@scripts/ensure-redis
+
+## --- run -----------------------------------------------------------------
+
+.PHONY: run
+run: build tools ## run the whole stack on 127.0.0.1 (Ctrl-C stops it)
+	@scripts/run-local
+
+.PHONY: stop
+stop: ## stop a running `make run` from another terminal
+	@if [ -f .data/run.pid ]; then kill -INT $$(cat .data/run.pid) 2>/dev/null; pkill -INT -P $$(cat .data/run.pid) hivemind 2>/dev/null; echo "stopping"; else echo "not running"; fi
+
+.PHONY: ports
+ports: ## print the URLs and ports of the local stack
+	@scripts/print-urls
+
+.PHONY: cleanup
+cleanup: stop ## stop the stack and delete its local data (.data/)
+	rm -rf .data
+
+## --- test ----------------------------------------------------------------
+
+.PHONY: test
+test: tools lint test-go ## everything CI runs: lint, unit, integration and end-to-end tests
+
+.PHONY: test-go
+test-go: tools
+	go test -count=1 -timeout 20m ./...
+
+.PHONY: test-unit
+test-unit: ## unit tests only (no servers)
+	go test -count=1 -short ./...
+
+.PHONY: lint
+lint: ## go vet, gofmt and go mod tidy must leave nothing to change
+	go vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	@cp go.mod /tmp/loopstock.go.mod.$$$$ && cp go.sum /tmp/loopstock.go.sum.$$$$ && go mod tidy && \
+		if ! cmp -s go.mod /tmp/loopstock.go.mod.$$$$ || ! cmp -s go.sum /tmp/loopstock.go.sum.$$$$; then \
+			echo "go mod tidy changed go.mod/go.sum: commit its result"; exit 1; fi; rm -f /tmp/loopstock.go.*.$$$$
+
+## --- housekeeping --------------------------------------------------------
+
+.PHONY: clean
+clean: ## remove built binaries (tools included) and test caches
+	rm -rf $(BIN) dist
+	go clean -testcache

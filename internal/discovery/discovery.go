@@ -1,0 +1,198 @@
+// Package discovery follows the healthy instances of a Consul service with
+// blocking queries (watch, don't poll), in the manner of consul-template's
+// watch/view.go: skip when the index did not move, start over when it went
+// backwards, back off while the agent is unreachable.
+package discovery
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	consul "github.com/hashicorp/consul/api"
+	"github.com/sirupsen/logrus"
+)
+
+// Instance is one passing instance of a service.
+type Instance struct {
+	ID      string
+	Node    string
+	Address string
+	Port    int
+	Meta    map[string]string
+}
+
+// Addr is host:port of the instance's registered port.
+func (i Instance) Addr() string { return joinHostPort(i.Address, i.Port) }
+
+// MetaAddr is host:port with the port taken from the named meta key, for
+// services with a second port (nsqd's HTTP port, for example).
+func (i Instance) MetaAddr(key string) (string, error) {
+	p, err := strconv.Atoi(i.Meta[key])
+	if err != nil || p <= 0 || p > 65535 {
+		return "", fmt.Errorf("service instance %s has no valid meta %q (got %q)", i.ID, key, i.Meta[key])
+	}
+	return joinHostPort(i.Address, p), nil
+}
+
+func joinHostPort(host string, port int) string {
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, strconv.Itoa(port))
+}
+
+// Watch follows one service.
+type Watch struct {
+	service string
+	health  *consul.Health
+	log     *logrus.Entry
+
+	mu      sync.Mutex
+	current []Instance
+	updated chan struct{} // closed and replaced on every change
+	err     error
+}
+
+// MaxWait is how long one blocking query may wait for a change.
+const MaxWait = 5 * time.Minute
+
+// New starts following service until ctx ends.
+func New(ctx context.Context, client *consul.Client, service string, log *logrus.Entry) *Watch {
+	w := &Watch{service: service, health: client.Health(), updated: make(chan struct{}),
+		log: log.WithField("watch", service)}
+	go w.run(ctx)
+	return w
+}
+
+func (w *Watch) run(ctx context.Context) {
+	var index uint64
+	backoff := 250 * time.Millisecond
+	for ctx.Err() == nil {
+		q := (&consul.QueryOptions{WaitIndex: index, WaitTime: MaxWait}).WithContext(ctx)
+		entries, meta, err := w.health.Service(w.service, "", true, q)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			w.setErr(fmt.Errorf("consul query for service %q: %w", w.service, err))
+			w.log.WithError(err).Warn("consul unreachable; keeping the last known instances")
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(backoff*2, 10*time.Second)
+			index = 0
+			continue
+		}
+		backoff = 250 * time.Millisecond
+		switch {
+		case meta.LastIndex == index && index != 0:
+			continue // timed out with no change
+		case meta.LastIndex < index:
+			index = 0 // the index went backwards (agent restarted): start over
+		default:
+			index = meta.LastIndex
+		}
+		w.set(instances(entries))
+	}
+}
+
+func instances(entries []*consul.ServiceEntry) []Instance {
+	out := make([]Instance, 0, len(entries))
+	for _, e := range entries {
+		addr := e.Service.Address
+		if addr == "" {
+			addr = e.Node.Address
+		}
+		out = append(out, Instance{ID: e.Service.ID, Node: e.Node.Node, Address: addr, Port: e.Service.Port, Meta: e.Service.Meta})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+func (w *Watch) set(list []Instance) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.err = nil
+	if equal(w.current, list) && w.current != nil {
+		return
+	}
+	w.current = list
+	close(w.updated)
+	w.updated = make(chan struct{})
+	w.log.WithField("instances", len(list)).Debug("service instances changed")
+}
+
+func (w *Watch) setErr(err error) {
+	w.mu.Lock()
+	w.err = err
+	w.mu.Unlock()
+}
+
+func equal(a, b []Instance) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].ID != b[i].ID || a[i].Addr() != b[i].Addr() || a[i].Node != b[i].Node || !sameMeta(a[i].Meta, b[i].Meta) {
+			return false
+		}
+	}
+	return true
+}
+
+func sameMeta(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// Current returns the passing instances as last seen (nil before the first
+// answer), a channel that is closed at the next change, and the last error
+// talking to Consul (nil once it answers again).
+func (w *Watch) Current() ([]Instance, <-chan struct{}, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.current, w.updated, w.err
+}
+
+// Wait returns the instances once at least one passes, or ctx's error.
+func (w *Watch) Wait(ctx context.Context) ([]Instance, error) {
+	for {
+		list, changed, _ := w.Current()
+		if len(list) > 0 {
+			return list, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("no passing instance of %q in consul: %w", w.service, ctx.Err())
+		case <-changed:
+		}
+	}
+}
+
+// Pick returns the instance on node if there is one, otherwise the first:
+// NSQ intends producers to publish to the nsqd on their own host.
+func Pick(list []Instance, node string) (Instance, bool) {
+	if len(list) == 0 {
+		return Instance{}, false
+	}
+	for _, i := range list {
+		if i.Node == node {
+			return i, true
+		}
+	}
+	return list[0], true
+}

@@ -1,0 +1,391 @@
+// Package slotlease coordinates integer generators so that no two ever emit
+// the same value in the same slot, with Consul (a Raft cluster, so no single
+// point of failure) as the only shared party and no per-value round trip.
+//
+// Each generator holds an index k in 0..max-1: a Consul KV key locked by its
+// session. For slot s it emits position k of the slot's shared random
+// ordering of the values (package permute): distinct indices, distinct
+// values. The lock alone would depend on clocks at a handover, so the key
+// also holds a high-water slot: a holder may emit slot s only after writing
+// hw ≥ s into the key, in a transaction that succeeds only while its session
+// holds the lock; a new holder starts after the recorded hw. A handover is
+// therefore safe whatever the hosts' clocks say. See docs/design.md.
+package slotlease
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	consul "github.com/hashicorp/consul/api"
+	"github.com/sirupsen/logrus"
+
+	"github.com/loopstock/loopstock/internal/permute"
+)
+
+// Options configure a coordinator.
+type Options struct {
+	// Prefix is the KV folder shared by one group of generators.
+	Prefix   string
+	Instance string
+	// CheckIDs tie the session to the generator's own health check, so a
+	// crashed generator frees its index within one check interval.
+	CheckIDs      []string
+	Interval      time.Duration
+	Min, Max      uint32
+	MaxGenerators int
+	// LeaseAhead is how far ahead of now a lease reaches; it is extended
+	// every LeaseAhead/4, which is the cost: one round trip per
+	// LeaseAhead/4/Interval values.
+	LeaseAhead time.Duration
+	SessionTTL time.Duration
+	// Now is the clock (tests replace it).
+	Now func() time.Time
+}
+
+func (o *Options) defaults() {
+	if o.LeaseAhead == 0 {
+		o.LeaseAhead = 2 * time.Second
+	}
+	if o.LeaseAhead < 4*o.Interval {
+		o.LeaseAhead = 4 * o.Interval
+	}
+	if o.SessionTTL == 0 {
+		o.SessionTTL = 10 * time.Second
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+}
+
+// Params are what every generator of a group must agree on; the first one
+// writes them, the others check them.
+type Params struct {
+	Seed          string `json:"seed"`
+	Min           uint32 `json:"min"`
+	Max           uint32 `json:"max"`
+	IntervalMs    int64  `json:"interval_ms"`
+	MaxGenerators int    `json:"max_generators"`
+}
+
+// MismatchError says that this generator's flags disagree with its group's.
+type MismatchError struct {
+	Key         string
+	Mine, Group Params
+}
+
+func (e *MismatchError) Error() string {
+	return fmt.Sprintf("this generator's --min %d --max %d --interval %dms --max-generators %d disagree with the group's "+
+		"(min %d, max %d, interval %dms, max-generators %d, in consul key %s): run every generator of a group with the same flags, "+
+		"or stop them all and delete the key (consul kv delete -recurse %s) to start a new group",
+		e.Mine.Min, e.Mine.Max, e.Mine.IntervalMs, e.Mine.MaxGenerators,
+		e.Group.Min, e.Group.Max, e.Group.IntervalMs, e.Group.MaxGenerators, e.Key, e.Key)
+}
+
+type holderValue struct {
+	Instance string `json:"instance"`
+	HW       int64  `json:"hw_slot"`
+}
+
+// Stats count the coordination's work, for metrics.
+type Stats struct {
+	RoundTrips uint64 // transactions and reads sent to consul
+	Extends    uint64 // successful lease extensions
+	Acquired   uint64 // indices acquired
+	Lost       uint64 // leases lost (session ended, lock taken)
+}
+
+// Coordinator holds an index and a lease of slots.
+type Coordinator struct {
+	o   Options
+	kv  *consul.KV
+	ses *consul.Session
+	log *logrus.Entry
+
+	mu    sync.Mutex
+	held  bool
+	index int
+	start int64 // first slot this lease may emit
+	hw    int64 // last slot this lease may emit
+	perm  *permute.Perm
+	stats Stats
+}
+
+// New returns a coordinator; Run does the work.
+func New(client *consul.Client, o Options, log *logrus.Entry) *Coordinator {
+	o.defaults()
+	return &Coordinator{o: o, kv: client.KV(), ses: client.Session(), log: log.WithField("component", "slotlease"), index: -1}
+}
+
+// Slot returns the slot that holds t.
+func (c *Coordinator) Slot(t time.Time) int64 { return t.UnixMilli() / c.o.Interval.Milliseconds() }
+
+// Draw returns the value of slot for this generator, or false when the
+// slot is not covered by a lease (coordination unreachable, index not yet
+// held): then emitting could collide.
+func (c *Coordinator) Draw(slot int64) (uint32, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.held || slot < c.start || slot > c.hw {
+		return 0, false
+	}
+	return c.o.Min + uint32(c.perm.At(slot, uint64(c.index))), true
+}
+
+// State reports the index held (-1 when none) and the lease's high-water slot.
+func (c *Coordinator) State() (index int, hw int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.held {
+		return -1, 0
+	}
+	return c.index, c.hw
+}
+
+// Stats returns the counters so far.
+func (c *Coordinator) Stats() Stats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.stats
+}
+
+func (c *Coordinator) count(f func(*Stats)) {
+	c.mu.Lock()
+	f(&c.stats)
+	c.mu.Unlock()
+}
+
+func (c *Coordinator) key(parts ...string) string {
+	k := c.o.Prefix
+	for _, p := range parts {
+		k += "/" + p
+	}
+	return k
+}
+
+// Run keeps an index and a lease until ctx ends, then releases the index
+// (keeping its high-water mark for the next holder). It returns only a
+// *MismatchError or ctx's error.
+func (c *Coordinator) Run(ctx context.Context) error {
+	backoff := 250 * time.Millisecond
+	for ctx.Err() == nil {
+		err := c.term(ctx)
+		var mm *MismatchError
+		if errors.As(err, &mm) {
+			return err
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		c.log.WithError(err).Warn("no coordination lease; generation paused for this instance until one is held")
+		select {
+		case <-ctx.Done():
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 5*time.Second)
+		if err == nil {
+			backoff = 250 * time.Millisecond
+		}
+	}
+	return ctx.Err()
+}
+
+// term is one session: acquire an index, extend the lease until it fails
+// or ctx ends.
+func (c *Coordinator) term(ctx context.Context) error {
+	params, err := c.params()
+	if err != nil {
+		return err
+	}
+	seed, err := hex.DecodeString(params.Seed)
+	if err != nil || len(seed) != permute.KeySize {
+		return fmt.Errorf("consul key %s holds a bad seed %q", c.key("params"), params.Seed)
+	}
+	perm, err := permute.New(seed, uint64(c.o.Max-c.o.Min)+1)
+	if err != nil {
+		return err
+	}
+	sid, _, err := c.ses.Create(&consul.SessionEntry{
+		Name: "integer-gen " + c.o.Instance, TTL: c.o.SessionTTL.String(), LockDelay: time.Second,
+		Checks: append([]string{"serfHealth"}, c.o.CheckIDs...), Behavior: consul.SessionBehaviorRelease,
+	}, nil)
+	c.count(func(s *Stats) { s.RoundTrips++ })
+	if err != nil {
+		return fmt.Errorf("creating a consul session: %w", err)
+	}
+	stopRenew := make(chan struct{})
+	defer func() {
+		close(stopRenew)
+		c.ses.Destroy(sid, nil)
+	}()
+	go c.ses.RenewPeriodic(c.o.SessionTTL.String(), sid, nil, stopRenew)
+
+	index, prevHW, err := c.acquire(ctx, sid)
+	if err != nil {
+		return err
+	}
+	key := c.key("index", strconv.Itoa(index))
+	log := c.log.WithField("index", index)
+
+	leaseSlots := int64(c.o.LeaseAhead / c.o.Interval)
+	now := c.Slot(c.o.Now())
+	start := max(now, prevHW+1)
+	if prevHW < 0 {
+		// No record of an earlier holder: the KV store was new or was
+		// lost. Wait one lease so that a holder that lost its record has
+		// stopped (this case alone relies on clocks agreeing within a lease).
+		start = now + leaseSlots
+	}
+	// The first extension also records start-1 as the floor.
+	hw := max(start-1, prevHW)
+	c.mu.Lock()
+	c.held, c.index, c.start, c.hw, c.perm = true, index, start, hw, perm
+	c.stats.Acquired++
+	c.mu.Unlock()
+	log.WithFields(logrus.Fields{"start_slot": start, "previous_hw": prevHW}).Info("holding a generator index")
+	defer func() {
+		c.mu.Lock()
+		c.held = false
+		c.mu.Unlock()
+	}()
+
+	tick := time.NewTicker(c.o.LeaseAhead / 4)
+	defer tick.Stop()
+	for {
+		next := max(c.Slot(c.o.Now())+leaseSlots, hw)
+		ok, err := c.txn(key, sid, holderValue{Instance: c.o.Instance, HW: next}, consul.KVLock)
+		if err != nil || !ok {
+			c.count(func(s *Stats) { s.Lost++ })
+			if err == nil {
+				err = errors.New("the lock is no longer ours (session ended)")
+			}
+			return fmt.Errorf("extending the lease of index %d: %w", index, err)
+		}
+		hw = next
+		c.mu.Lock()
+		c.hw = hw
+		c.stats.Extends++
+		c.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			// Release the index, recording the high-water mark, so a
+			// successor need not wait for the session to expire.
+			c.mu.Lock()
+			c.held = false
+			c.mu.Unlock()
+			if _, err := c.txn(key, sid, holderValue{Instance: c.o.Instance, HW: hw}, consul.KVUnlock); err != nil {
+				log.WithError(err).Warn("releasing the generator index failed; it frees itself when the session expires")
+			} else {
+				log.WithField("hw_slot", hw).Info("released the generator index")
+			}
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+// txn sets key's value under sid's lock with verb (lock or unlock); ok is
+// false when the lock is held by another session or sid has ended.
+func (c *Coordinator) txn(key, sid string, v holderValue, verb consul.KVOp) (bool, error) {
+	body, _ := json.Marshal(v)
+	ok, resp, _, err := c.kv.Txn(consul.KVTxnOps{{Verb: verb, Key: key, Value: body, Session: sid}}, nil)
+	c.count(func(s *Stats) { s.RoundTrips++ })
+	if err != nil {
+		return false, err
+	}
+	if !ok && resp != nil && len(resp.Errors) > 0 {
+		return false, fmt.Errorf("consul refused: %s", resp.Errors[0].What)
+	}
+	return ok, nil
+}
+
+// acquire locks the lowest free index and returns it with the high-water
+// slot its last holder recorded (-1 when the key is new).
+func (c *Coordinator) acquire(ctx context.Context, sid string) (int, int64, error) {
+	for wait := 250 * time.Millisecond; ; wait = min(wait*2, 2*time.Second) {
+		pairs, _, err := c.kv.List(c.key("index")+"/", &consul.QueryOptions{RequireConsistent: true})
+		c.count(func(s *Stats) { s.RoundTrips++ })
+		if err != nil {
+			return 0, 0, fmt.Errorf("listing generator indices: %w", err)
+		}
+		byKey := make(map[string]*consul.KVPair, len(pairs))
+		for _, p := range pairs {
+			byKey[p.Key] = p
+		}
+		for i := 0; i < c.o.MaxGenerators; i++ {
+			key := c.key("index", strconv.Itoa(i))
+			p := byKey[key]
+			if p != nil && p.Session != "" {
+				continue
+			}
+			prev := int64(-1)
+			var check *consul.KVTxnOp
+			if p == nil {
+				check = &consul.KVTxnOp{Verb: consul.KVCheckNotExists, Key: key}
+			} else {
+				var hv holderValue
+				if err := json.Unmarshal(p.Value, &hv); err == nil {
+					prev = hv.HW
+				}
+				check = &consul.KVTxnOp{Verb: consul.KVCheckIndex, Key: key, Index: p.ModifyIndex}
+			}
+			body, _ := json.Marshal(holderValue{Instance: c.o.Instance, HW: prev})
+			ok, _, _, err := c.kv.Txn(consul.KVTxnOps{check, {Verb: consul.KVLock, Key: key, Value: body, Session: sid}}, nil)
+			c.count(func(s *Stats) { s.RoundTrips++ })
+			if err != nil {
+				return 0, 0, fmt.Errorf("locking %s: %w", key, err)
+			}
+			if ok {
+				return i, prev, nil
+			}
+		}
+		c.log.WithField("max_generators", c.o.MaxGenerators).Warn("every generator index is taken or in its lock delay; waiting")
+		select {
+		case <-ctx.Done():
+			return 0, 0, ctx.Err()
+		case <-time.After(wait):
+		}
+	}
+}
+
+// params writes this group's parameters if none exist, and checks them.
+func (c *Coordinator) params() (Params, error) {
+	key := c.key("params")
+	mine := Params{Min: c.o.Min, Max: c.o.Max, IntervalMs: c.o.Interval.Milliseconds(), MaxGenerators: c.o.MaxGenerators}
+	for {
+		p, _, err := c.kv.Get(key, &consul.QueryOptions{RequireConsistent: true})
+		c.count(func(s *Stats) { s.RoundTrips++ })
+		if err != nil {
+			return Params{}, fmt.Errorf("reading %s: %w", key, err)
+		}
+		if p != nil {
+			var group Params
+			if err := json.Unmarshal(p.Value, &group); err != nil {
+				return Params{}, fmt.Errorf("consul key %s is not valid JSON (%v): delete it to start a new group", key, err)
+			}
+			if group.Min != mine.Min || group.Max != mine.Max || group.IntervalMs != mine.IntervalMs || group.MaxGenerators != mine.MaxGenerators {
+				return Params{}, &MismatchError{Key: c.o.Prefix, Mine: mine, Group: group}
+			}
+			return group, nil
+		}
+		seed := make([]byte, permute.KeySize)
+		rand.Read(seed)
+		mine.Seed = hex.EncodeToString(seed)
+		body, _ := json.Marshal(mine)
+		ok, _, err := c.kv.CAS(&consul.KVPair{Key: key, Value: body, ModifyIndex: 0}, nil)
+		c.count(func(s *Stats) { s.RoundTrips++ })
+		if err != nil {
+			return Params{}, fmt.Errorf("writing %s: %w", key, err)
+		}
+		if ok {
+			c.log.WithField("key", key).Info("started a new generator group")
+			return mine, nil
+		}
+	}
+}

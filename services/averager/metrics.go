@@ -1,0 +1,56 @@
+package averager
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/loopstock/loopstock/internal/wire"
+)
+
+// averagerReasons are the rejection reasons beyond the wire format's.
+var averagerReasons = []string{"too_late", "future", "seq_conflict"}
+
+type metrics struct {
+	consumed, deduplicated, late, uncoordinated     prometheus.Counter
+	integersCounted, windowsWritten, windowsAmended prometheus.Counter
+	storeErrors                                     prometheus.Counter
+	rejected, deadLettered                          *prometheus.CounterVec
+	writeLag                                        prometheus.Histogram
+	leader                                          prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	ns := "integeraverage_cal"
+	c := func(name, help string) prometheus.Counter {
+		m := prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: name, Help: help})
+		reg.MustRegister(m)
+		return m
+	}
+	m := &metrics{
+		consumed:        c("messages_consumed_total", "NSQ messages received (including redeliveries)."),
+		deduplicated:    c("integers_deduplicated_total", "Integers skipped because they were already counted (redelivery, duplicate publish)."),
+		late:            c("integers_late_total", "Integers that arrived after their window's grace: they amend the stored window."),
+		uncoordinated:   c("integers_uncoordinated_total", "Integers flagged as emitted without coordination."),
+		integersCounted: c("integers_counted_total", "Integers added to stored windows."),
+		windowsWritten:  c("windows_written_total", "Windows stored for the first time."),
+		windowsAmended:  c("windows_amended_total", "Stored windows amended with late integers."),
+		storeErrors:     c("store_errors_total", "Window writes to integer-api that failed (retried)."),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "messages_rejected_total",
+			Help: "Messages (or their late or future parts) rejected, by reason."}, []string{"reason"}),
+		deadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "messages_dead_lettered_total",
+			Help: "Rejected messages published to the dead-letter topic, by reason."}, []string{"reason"}),
+		writeLag: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "window_write_lag_seconds",
+			Help: "Time from a window's end to its successful write.", Buckets: prometheus.ExponentialBuckets(0.05, 2, 12)}),
+		leader: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "leader",
+			Help: "1 while this instance is the active averager, 0 on standby."}),
+	}
+	for _, r := range wire.Reasons {
+		m.rejected.WithLabelValues(string(r))
+		m.deadLettered.WithLabelValues(string(r))
+	}
+	for _, r := range averagerReasons {
+		m.rejected.WithLabelValues(r)
+		m.deadLettered.WithLabelValues(r)
+	}
+	reg.MustRegister(m.rejected, m.deadLettered, m.writeLag, m.leader)
+	return m
+}

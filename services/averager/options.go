@@ -1,0 +1,145 @@
+package averager
+
+import (
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/loopstock/loopstock/internal/cliflags"
+)
+
+// Name is the binary's and the Consul service's name.
+const Name = "integeraverage-cal"
+
+// Options hold every setting of integeraverage-cal; NewOptions the defaults.
+type Options struct {
+	cliflags.Common
+	Window              time.Duration
+	Grace               time.Duration
+	MaxLateness         time.Duration
+	MaxFuture           time.Duration
+	Min, Max            uint32
+	Topic               string
+	Channel             string
+	DeadLetterTopic     string
+	LookupdService      string
+	NSQDService         string
+	APIService          string
+	WriteToken          string
+	MaxInFlight         int
+	LookupdPollInterval time.Duration
+	LeaderKey           string
+	SessionTTL          time.Duration
+}
+
+// NewOptions returns the defaults.
+func NewOptions() Options {
+	return Options{
+		Window: 5 * time.Second, Grace: 500 * time.Millisecond, MaxLateness: 10 * time.Minute, MaxFuture: time.Minute,
+		Min: 1, Max: 10000, Topic: "integers", Channel: "averager", DeadLetterTopic: "integers-dead-letter",
+		LookupdService: "nsqlookupd", NSQDService: "nsqd", APIService: "integer-api", MaxInFlight: 2500,
+		LookupdPollInterval: 5 * time.Second, LeaderKey: "loopstock/integeraverage-cal/leader", SessionTTL: 10 * time.Second,
+	}
+}
+
+// Flags are integeraverage-cal's command-line flags.
+func Flags() []cli.Flag {
+	d := NewOptions()
+	env := func(f string) []string { return cliflags.Env(Name, f) }
+	return append(cliflags.CommonFlags(Name, "127.0.0.1:8083"),
+		&cli.DurationFlag{Name: "window", Value: d.Window, EnvVars: env("window"), Usage: "window length; windows are aligned to the Unix epoch"},
+		&cli.DurationFlag{Name: "grace", Value: d.Grace, EnvVars: env("grace"), Usage: "wait after a window's end before writing it (integers later than this amend it)"},
+		&cli.DurationFlag{Name: "max-lateness", Value: d.MaxLateness, EnvVars: env("max-lateness"), Usage: "integers later than this after their window's end are dead-lettered"},
+		&cli.DurationFlag{Name: "max-future", Value: d.MaxFuture, EnvVars: env("max-future"), Usage: "integers stamped further ahead of this host's clock are dead-lettered"},
+		&cli.Int64Flag{Name: "min", Value: int64(d.Min), EnvVars: env("min"), Usage: "smallest valid integer"},
+		&cli.Int64Flag{Name: "max", Value: int64(d.Max), EnvVars: env("max"), Usage: "largest valid integer"},
+		&cli.StringFlag{Name: "topic", Value: d.Topic, EnvVars: env("topic"), Usage: "NSQ topic to consume"},
+		&cli.StringFlag{Name: "channel", Value: d.Channel, EnvVars: env("channel"), Usage: "NSQ channel"},
+		&cli.StringFlag{Name: "dead-letter-topic", Value: d.DeadLetterTopic, EnvVars: env("dead-letter-topic"), Usage: "NSQ topic for rejected messages"},
+		&cli.StringFlag{Name: "lookupd-service", Value: d.LookupdService, EnvVars: env("lookupd-service"), Usage: "Consul service name of nsqlookupd"},
+		&cli.StringFlag{Name: "nsqd-service", Value: d.NSQDService, EnvVars: env("nsqd-service"), Usage: "Consul service name of nsqd (dead letters are published there)"},
+		&cli.StringFlag{Name: "api-service", Value: d.APIService, EnvVars: env("api-service"), Usage: "Consul service name of integer-api"},
+		&cli.StringFlag{Name: "write-token", EnvVars: env("write-token"), Usage: "shared token for integer-api's window writes (required)"},
+		&cli.IntFlag{Name: "max-in-flight", Value: d.MaxInFlight, EnvVars: env("max-in-flight"), Usage: "NSQ messages held at once (they wait for their window to be stored)"},
+		&cli.DurationFlag{Name: "lookupd-poll-interval", Value: d.LookupdPollInterval, EnvVars: env("lookupd-poll-interval"), Usage: "how often nsqlookupd is asked for nsqd producers"},
+		&cli.StringFlag{Name: "leader-key", Value: d.LeaderKey, EnvVars: env("leader-key"), Usage: "Consul KV key of the active-averager lock"},
+		&cli.DurationFlag{Name: "session-ttl", Value: d.SessionTTL, EnvVars: env("session-ttl"), Usage: "TTL of the leader lock's Consul session"},
+	)
+}
+
+// ReadOptions reads and validates the flags; every error names its flag.
+func ReadOptions(c *cli.Context) (Options, error) {
+	o := NewOptions()
+	var err error
+	if o.Common, err = cliflags.ReadCommon(c, Name); err != nil {
+		return o, err
+	}
+	bad := func(flag, format string, args ...any) (Options, error) {
+		return o, cliflags.Invalid(Name, flag, format, args...)
+	}
+	if o.Window = c.Duration("window"); o.Window < 10*time.Millisecond || o.Window%time.Millisecond != 0 {
+		return bad("window", "%s: want a whole number of milliseconds, at least 10ms", o.Window)
+	}
+	if o.Grace = c.Duration("grace"); o.Grace < 0 || o.Grace > time.Hour {
+		return bad("grace", "%s: want 0..1h", o.Grace)
+	}
+	if o.MaxLateness = c.Duration("max-lateness"); o.MaxLateness < o.Grace {
+		return bad("max-lateness", "%s: want at least --grace (%s)", o.MaxLateness, o.Grace)
+	}
+	if o.MaxFuture = c.Duration("max-future"); o.MaxFuture < 0 {
+		return bad("max-future", "%s: want 0 or more", o.MaxFuture)
+	}
+	mn, mx := c.Int64("min"), c.Int64("max")
+	if mn < 0 || mn > 1<<31 {
+		return bad("min", "%d: want 0..%d", mn, int64(1)<<31)
+	}
+	if mx < mn || mx > 1<<31 {
+		return bad("max", "%d: want --min (%d) .. %d", mx, mn, int64(1)<<31)
+	}
+	o.Min, o.Max = uint32(mn), uint32(mx)
+	for _, f := range []struct {
+		flag string
+		dst  *string
+	}{{"topic", &o.Topic}, {"channel", &o.Channel}, {"dead-letter-topic", &o.DeadLetterTopic}} {
+		if *f.dst = c.String(f.flag); !ValidName(*f.dst) {
+			return bad(f.flag, "%q: 1-64 characters of [.a-zA-Z0-9_-]", *f.dst)
+		}
+	}
+	if o.DeadLetterTopic == o.Topic {
+		return bad("dead-letter-topic", "must differ from --topic")
+	}
+	for _, f := range []struct {
+		flag string
+		dst  *string
+	}{{"lookupd-service", &o.LookupdService}, {"nsqd-service", &o.NSQDService}, {"api-service", &o.APIService}, {"leader-key", &o.LeaderKey}} {
+		if *f.dst = c.String(f.flag); *f.dst == "" {
+			return bad(f.flag, "empty")
+		}
+	}
+	if o.WriteToken = c.String("write-token"); len(o.WriteToken) < 8 {
+		return bad("write-token", "missing or shorter than 8 characters: set the same token as integer-api's")
+	}
+	if o.MaxInFlight = c.Int("max-in-flight"); o.MaxInFlight < 1 || o.MaxInFlight > 100000 {
+		return bad("max-in-flight", "%d: want 1..100000", o.MaxInFlight)
+	}
+	if o.LookupdPollInterval = c.Duration("lookupd-poll-interval"); o.LookupdPollInterval < 100*time.Millisecond {
+		return bad("lookupd-poll-interval", "%s: want at least 100ms", o.LookupdPollInterval)
+	}
+	if o.SessionTTL = c.Duration("session-ttl"); o.SessionTTL < 10*time.Second || o.SessionTTL > 24*time.Hour {
+		return bad("session-ttl", "%s: want 10s..24h (Consul's limits)", o.SessionTTL)
+	}
+	return o, nil
+}
+
+// ValidName is NSQ's rule for topic and channel names.
+func ValidName(s string) bool {
+	if len(s) < 1 || len(s) > 64 {
+		return false
+	}
+	for _, r := range s {
+		if !(r == '.' || r == '_' || r == '-' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9') {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,231 @@
+package averager
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/nsqio/go-nsq"
+	"github.com/sirupsen/logrus"
+	"github.com/urfave/cli/v2"
+
+	"github.com/loopstock/loopstock/internal/cliflags"
+	"github.com/loopstock/loopstock/internal/discovery"
+	"github.com/loopstock/loopstock/internal/leader"
+	"github.com/loopstock/loopstock/internal/logging"
+	"github.com/loopstock/loopstock/internal/nsqlog"
+	"github.com/loopstock/loopstock/internal/nsqpub"
+	"github.com/loopstock/loopstock/internal/svc"
+	"github.com/loopstock/loopstock/internal/windowapi"
+	"github.com/loopstock/loopstock/internal/wire"
+)
+
+// App is integeraverage-cal's command line.
+func App() *cli.App {
+	return cliflags.NewApp(Name, "averages the integers of each window and stores the averages through integer-api", Flags(), func(c *cli.Context) error {
+		o, err := ReadOptions(c)
+		if err != nil {
+			return err
+		}
+		host, _ := os.Hostname()
+		log, _ := logging.New(os.Stderr, Name, fmt.Sprintf("%s-%d", host, os.Getpid()), o.LogLevel, o.LogFormat)
+		ctx, stop := svc.SignalContext()
+		defer stop()
+		return Run(ctx, o, log)
+	})
+}
+
+// Run runs integeraverage-cal until ctx ends: it campaigns for the leader
+// lock and, while it holds it, consumes and writes windows.
+func Run(ctx context.Context, o Options, log *logrus.Entry) error {
+	rt, err := svc.Start(Name, o.Common, log)
+	if err != nil {
+		return err
+	}
+	m := newMetrics(rt.Metrics)
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	lookupds := discovery.New(runCtx, rt.Consul, o.LookupdService, log)
+	apis := discovery.New(runCtx, rt.Consul, o.APIService, log)
+	nsqds := discovery.New(runCtx, rt.Consul, o.NSQDService, log)
+	writer := windowapi.NewClient(apis, o.WriteToken, 5*time.Second)
+	dead := &deadLetter{pub: nsqpub.New(rt.Consul.Agent(), nsqds, o.DeadLetterTopic, 5*time.Second, log)}
+
+	var state sync.Map // "leader": bool, "fence": uint64
+	rt.SetHealth(func() (bool, map[string]any) {
+		isLeader, _ := state.Load("leader")
+		fence, _ := state.Load("fence")
+		return true, map[string]any{"leader": isLeader == true, "fence": fence}
+	})
+	rt.Serve(nil)
+	log.WithFields(logrus.Fields{"window": o.Window, "topic": o.Topic, "channel": o.Channel}).Info("integeraverage-cal started; campaigning for the leader lock")
+
+	cfg := Config{
+		Window: o.Window, Grace: o.Grace, MaxLateness: o.MaxLateness, MaxFuture: o.MaxFuture,
+		Limits: wire.Limits{Min: o.Min, Max: o.Max}, TouchEvery: 20 * time.Second, FlushEvery: 100 * time.Millisecond,
+	}
+	var runErr error
+	for runCtx.Err() == nil {
+		term, err := leader.Campaign(runCtx, rt.Consul, leader.Options{
+			Key: o.LeaderKey, Value: []byte(rt.Service.ID), CheckIDs: []string{rt.Service.CheckID()},
+			SessionTTL: o.SessionTTL, LockDelay: time.Second,
+		}, log)
+		if err != nil {
+			break // ctx ended
+		}
+		state.Store("leader", true)
+		state.Store("fence", term.Fence)
+		m.leader.Set(1)
+		tlog := log.WithField("fence", term.Fence)
+		tlog.Info("active: holding the leader lock")
+		err = lead(runCtx, term, o, cfg, lookupds, newAggregator(cfg, term.Fence, writer, dead, m, tlog), tlog)
+		m.leader.Set(0)
+		state.Store("leader", false)
+		if rerr := term.Resign(); rerr != nil {
+			tlog.WithError(rerr).Warn("resigning the leader lock")
+		}
+		if err != nil {
+			tlog.WithError(err).Warn("leadership term ended")
+		} else {
+			tlog.Info("leadership term ended")
+		}
+	}
+	pub := dead.pub
+	pub.Stop()
+	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer scancel()
+	if err := rt.Close(sctx); err != nil {
+		runErr = err
+	}
+	log.Info("stopped")
+	return runErr
+}
+
+// lead consumes while term lasts.
+func lead(ctx context.Context, term *leader.Term, o Options, cfg Config, lookupds *discovery.Watch, agg *Aggregator, log *logrus.Entry) error {
+	termCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-term.Lost:
+			log.Warn("leader lock lost")
+			cancel()
+		case <-termCtx.Done():
+		}
+	}()
+
+	ncfg := nsq.NewConfig()
+	ncfg.MaxInFlight = o.MaxInFlight
+	ncfg.MsgTimeout = time.Minute
+	ncfg.LookupdPollInterval = o.LookupdPollInterval
+	ncfg.DefaultRequeueDelay = time.Second
+	consumer, err := nsq.NewConsumer(o.Topic, o.Channel, ncfg)
+	if err != nil {
+		return fmt.Errorf("nsq consumer: %w", err)
+	}
+	consumer.SetLogger(nsqlog.New(log), nsq.LogLevelWarning)
+	in := make(chan Message)
+	consumer.AddHandler(nsq.HandlerFunc(func(msg *nsq.Message) error {
+		msg.DisableAutoResponse()
+		select {
+		case in <- nsqMessage{msg}:
+		case <-termCtx.Done():
+			msg.Requeue(0)
+		}
+		return nil
+	}))
+	followed := make(chan struct{})
+	go func() {
+		defer close(followed)
+		followLookupds(termCtx, consumer, lookupds, log)
+	}()
+
+	err = agg.Run(termCtx, in)
+	cancel()
+	<-followed
+	consumer.Stop()
+	select {
+	case <-consumer.StopChan:
+	case <-time.After(10 * time.Second):
+		log.Warn("nsq consumer did not stop within 10s")
+	}
+	return err
+}
+
+// followLookupds connects the consumer to every passing nsqlookupd and
+// follows changes until ctx ends.
+func followLookupds(ctx context.Context, c *nsq.Consumer, w *discovery.Watch, log *logrus.Entry) {
+	connected := map[string]bool{}
+	for {
+		list, changed, _ := w.Current()
+		want := map[string]bool{}
+		for _, i := range list {
+			want[i.Addr()] = true
+		}
+		for addr := range want {
+			if !connected[addr] {
+				if err := c.ConnectToNSQLookupd(addr); err != nil {
+					log.WithError(err).WithField("nsqlookupd", addr).Warn("connecting to nsqlookupd")
+					continue
+				}
+				connected[addr] = true
+				log.WithField("nsqlookupd", addr).Info("following nsqlookupd")
+			}
+		}
+		for addr := range connected {
+			if !want[addr] {
+				// go-nsq refuses to drop its last nsqlookupd; keep it until another appears.
+				if err := c.DisconnectFromNSQLookupd(addr); err == nil {
+					delete(connected, addr)
+					log.WithField("nsqlookupd", addr).Info("nsqlookupd left consul; disconnected")
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		}
+	}
+}
+
+type nsqMessage struct{ m *nsq.Message }
+
+func (n nsqMessage) Body() []byte                { return n.m.Body }
+func (n nsqMessage) Finish()                     { n.m.Finish() }
+func (n nsqMessage) Touch()                      { n.m.Touch() }
+func (n nsqMessage) Requeue(delay time.Duration) { n.m.Requeue(delay) }
+
+// DeadLetterMessage is what the dead-letter topic carries: JSON, readable
+// in nsqadmin, with the rejected bytes intact.
+type DeadLetterMessage struct {
+	Reason     string    `json:"reason"`
+	Detail     string    `json:"detail"`
+	RejectedAt time.Time `json:"rejected_at"`
+	// Body is the rejected message (or the rejected part, re-encoded), base64.
+	Body string `json:"body"`
+}
+
+type deadLetter struct {
+	mu  sync.Mutex
+	pub *nsqpub.Publisher
+}
+
+func (d *deadLetter) Reject(reason, detail string, body []byte) error {
+	msg, err := json.Marshal(DeadLetterMessage{Reason: reason, Detail: detail, RejectedAt: time.Now().UTC(), Body: base64.StdEncoding.EncodeToString(body)})
+	if err != nil {
+		return err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.pub.Publish(msg); err != nil {
+		return errors.New("dead-letter topic: " + err.Error())
+	}
+	return nil
+}

@@ -1,0 +1,272 @@
+// Package integerapi is integer-api: the only writer of the window store
+// (Redis, found through Consul) and the HTTP API that serves the averages.
+package integerapi
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sirupsen/logrus"
+
+	"github.com/loopstock/loopstock/internal/windowapi"
+)
+
+// Limits of a request.
+const (
+	DefaultLimit = 10
+	MaxLimit     = 100
+	maxBody      = 1 << 20
+	maxPieces    = 10000
+)
+
+// Handler serves the API. Extra serves paths it does not know (the
+// runtime's /health and /metrics); nil means 404.
+type Handler struct {
+	store   Store
+	token   []byte
+	log     *logrus.Entry
+	m       *metrics
+	Extra   http.Handler
+	timeout time.Duration
+}
+
+// NewHandler returns the API over store; writes need token.
+func NewHandler(store Store, token string, reg prometheus.Registerer, log *logrus.Entry) *Handler {
+	return &Handler{store: store, token: []byte(token), log: log, m: newMetrics(reg), timeout: 3 * time.Second}
+}
+
+type route struct {
+	name    string
+	methods string // allowed, for 405 and Allow
+	serve   func(http.ResponseWriter, *http.Request)
+}
+
+func (h *Handler) route(path string) (route, bool) {
+	switch {
+	case path == "/":
+		return route{"/", "GET, HEAD", h.index}, true
+	case path == "/v1/integers":
+		return route{"/v1/integers", "GET, HEAD", h.list}, true
+	case path == "/v1/integers/last":
+		return route{"/v1/integers/last", "GET, HEAD", h.last}, true
+	case strings.HasPrefix(path, "/v1/integers/") && !strings.Contains(path[len("/v1/integers/"):], "/"):
+		return route{"/v1/integers/{start}", "PUT", h.put}, true
+	}
+	return route{}, false
+}
+
+// ServeHTTP routes by path, then by method, with JSON errors throughout.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	rw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+	rt, ok := h.route(r.URL.Path)
+	name := rt.name
+	switch {
+	case !ok && h.Extra != nil && (r.URL.Path == "/health" || r.URL.Path == "/metrics"):
+		name = r.URL.Path
+		h.Extra.ServeHTTP(rw, r)
+	case !ok:
+		name = "unknown"
+		writeError(rw, http.StatusNotFound, windowapi.CodeNotFound,
+			fmt.Sprintf("no such path %q: see GET / for the endpoints", r.URL.Path))
+	case !strings.Contains(rt.methods, r.Method):
+		rw.Header().Set("Allow", rt.methods)
+		writeError(rw, http.StatusMethodNotAllowed, windowapi.CodeMethod,
+			fmt.Sprintf("%s is not allowed on %s: use %s", r.Method, rt.name, rt.methods))
+	default:
+		rt.serve(rw, r)
+	}
+	h.m.requests.WithLabelValues(name, strconv.Itoa(rw.status)).Inc()
+	h.m.latency.WithLabelValues(name).Observe(time.Since(start).Seconds())
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	s.status = code
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, code, msg string) {
+	writeJSON(w, status, windowapi.Error{Code: code, Message: msg})
+}
+
+// storeError answers a store failure: 503 while Redis is unreachable.
+func (h *Handler) storeError(w http.ResponseWriter, err error) {
+	h.m.storeErrors.Inc()
+	if errors.Is(err, ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
+		h.log.WithError(err).Warn("store unavailable")
+		writeError(w, http.StatusServiceUnavailable, windowapi.CodeUnavailable, "the window store (Redis) is unreachable; retry shortly")
+		return
+	}
+	h.log.WithError(err).Error("store error")
+	writeError(w, http.StatusInternalServerError, "internal", err.Error())
+}
+
+// Endpoints is the index served at GET /.
+var Endpoints = map[string]string{
+	"GET /v1/integers":         "the last windows, newest first (?limit=1..100, default 10)",
+	"GET /v1/integers/last":    "the newest window (404 when there is none yet)",
+	"PUT /v1/integers/{start}": "store a window (integeraverage-cal only; needs the write token)",
+	"GET /health":              "health (503 when the store is unreachable)",
+	"GET /metrics":             "Prometheus metrics",
+}
+
+func (h *Handler) index(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"service": Name, "endpoints": Endpoints})
+}
+
+func (h *Handler) list(w http.ResponseWriter, r *http.Request) {
+	limit := DefaultLimit
+	q := r.URL.Query()
+	for k := range q {
+		if k != "limit" {
+			writeError(w, http.StatusBadRequest, windowapi.CodeBadRequest, fmt.Sprintf("unknown parameter %q: the only one is limit", k))
+			return
+		}
+	}
+	if s := q.Get("limit"); s != "" || q.Has("limit") {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > MaxLimit {
+			writeError(w, http.StatusBadRequest, windowapi.CodeBadRequest, fmt.Sprintf("limit=%q: want a whole number from 1 to %d", s, MaxLimit))
+			return
+		}
+		limit = n
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), h.timeout)
+	defer cancel()
+	ws, err := h.store.Latest(ctx, limit)
+	if err != nil {
+		h.storeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, ws)
+}
+
+func (h *Handler) last(w http.ResponseWriter, r *http.Request) {
+	if len(r.URL.Query()) > 0 {
+		writeError(w, http.StatusBadRequest, windowapi.CodeBadRequest, "/v1/integers/last takes no parameters")
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), h.timeout)
+	defer cancel()
+	ws, err := h.store.Latest(ctx, 1)
+	if err != nil {
+		h.storeError(w, err)
+		return
+	}
+	if len(ws) == 0 {
+		writeError(w, http.StatusNotFound, windowapi.CodeNotFound, "no window stored yet: the first appears about one window length after the generators start")
+		return
+	}
+	writeJSON(w, http.StatusOK, ws[0])
+}
+
+func (h *Handler) authorized(r *http.Request) bool {
+	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	return ok && subtle.ConstantTimeCompare([]byte(got), h.token) == 1
+}
+
+func (h *Handler) put(w http.ResponseWriter, r *http.Request) {
+	if !h.authorized(r) {
+		writeError(w, http.StatusUnauthorized, windowapi.CodeUnauthorized, "window writes need the header Authorization: Bearer <write token>")
+		return
+	}
+	raw := strings.TrimPrefix(r.URL.Path, "/v1/integers/")
+	start, err := time.Parse(time.RFC3339Nano, raw)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, windowapi.CodeBadRequest, fmt.Sprintf("window start %q is not an RFC 3339 time (e.g. 2026-01-02T15:04:05Z)", raw))
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	if err != nil {
+		writeError(w, http.StatusRequestEntityTooLarge, windowapi.CodeTooLarge, fmt.Sprintf("body over %d bytes", maxBody))
+		return
+	}
+	var wr windowapi.Write
+	dec := json.NewDecoder(strings.NewReader(string(body)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&wr); err != nil {
+		writeError(w, http.StatusBadRequest, windowapi.CodeBadRequest, "body is not a window write: "+err.Error())
+		return
+	}
+	if msg := validateWrite(start, wr); msg != "" {
+		writeError(w, http.StatusBadRequest, windowapi.CodeBadRequest, msg)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), h.timeout)
+	defer cancel()
+	res, err := h.store.Put(ctx, start, wr)
+	if errors.Is(err, ErrStaleFence) {
+		h.m.staleWrites.Inc()
+		writeError(w, http.StatusConflict, windowapi.CodeStaleFence, err.Error()+": a newer averager leader has written; this one must step down")
+		return
+	}
+	if err != nil {
+		h.storeError(w, err)
+		return
+	}
+	if res.Created {
+		h.m.windowsCreated.Inc()
+	} else {
+		for _, p := range res.Pieces {
+			if p == windowapi.Added {
+				h.m.windowsAmended.Inc()
+				break
+			}
+		}
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+func validateWrite(start time.Time, wr windowapi.Write) string {
+	if start.UnixMilli() <= 0 || start.Nanosecond()%int(time.Millisecond) != 0 {
+		return "window start must be after 1970 and a whole millisecond"
+	}
+	if !wr.End.After(start) || wr.End.Sub(start) > 24*time.Hour || wr.End.Nanosecond()%int(time.Millisecond) != 0 {
+		return "end must be after start by at most 24h, a whole millisecond"
+	}
+	if len(wr.Pieces) == 0 || len(wr.Pieces) > maxPieces {
+		return fmt.Sprintf("a write has 1..%d pieces, this one %d", maxPieces, len(wr.Pieces))
+	}
+	for i, p := range wr.Pieces {
+		if b, err := hex.DecodeString(p.Instance); err != nil || len(b) != 16 {
+			return fmt.Sprintf("pieces[%d].instance %q: want 32 hex digits", i, p.Instance)
+		}
+		if p.LastSeq < p.FirstSeq || p.LastSeq-p.FirstSeq >= 1<<32 {
+			return fmt.Sprintf("pieces[%d]: last_seq %d before first_seq %d (or too far)", i, p.LastSeq, p.FirstSeq)
+		}
+		if p.FirstSeq >= 1<<53 || p.LastSeq >= 1<<53 {
+			return fmt.Sprintf("pieces[%d]: sequence numbers must stay below 2^53", i)
+		}
+		if p.Count != int64(p.LastSeq-p.FirstSeq)+1 {
+			return fmt.Sprintf("pieces[%d].count %d: sequence %d..%d holds %d integers", i, p.Count, p.FirstSeq, p.LastSeq, p.LastSeq-p.FirstSeq+1)
+		}
+		if p.Sum < 0 || p.Sum > p.Count*(1<<31) {
+			return fmt.Sprintf("pieces[%d].sum %d out of range for %d integers", i, p.Sum, p.Count)
+		}
+	}
+	return ""
+}

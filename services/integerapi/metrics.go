@@ -1,0 +1,31 @@
+package integerapi
+
+import "github.com/prometheus/client_golang/prometheus"
+
+type metrics struct {
+	requests                       *prometheus.CounterVec
+	latency                        *prometheus.HistogramVec
+	storeErrors, staleWrites       prometheus.Counter
+	windowsCreated, windowsAmended prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	ns := "integer_api"
+	c := func(name, help string) prometheus.Counter {
+		m := prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: name, Help: help})
+		reg.MustRegister(m)
+		return m
+	}
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "http_requests_total",
+			Help: "HTTP requests by route and status code."}, []string{"route", "code"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "http_request_duration_seconds",
+			Help: "HTTP request latency by route.", Buckets: prometheus.ExponentialBuckets(0.0001, 2.5, 12)}, []string{"route"}),
+		storeErrors:    c("store_errors_total", "Requests that failed because the store (Redis) failed."),
+		staleWrites:    c("stale_writes_total", "Window writes refused for a stale leader fence."),
+		windowsCreated: c("windows_created_total", "Windows stored for the first time."),
+		windowsAmended: c("windows_amended_total", "Stored windows amended with late integers."),
+	}
+	reg.MustRegister(m.requests, m.latency)
+	return m
+}

@@ -1,0 +1,69 @@
+package integerapi
+
+import (
+	"github.com/urfave/cli/v2"
+
+	"github.com/loopstock/loopstock/internal/cliflags"
+)
+
+// Name is the binary's and the Consul service's name.
+const Name = "integer-api"
+
+// Options hold every setting of integer-api; NewOptions the defaults.
+type Options struct {
+	cliflags.Common
+	RedisService  string
+	RedisPassword string
+	RedisDB       int
+	KeyPrefix     string
+	Retention     int
+	WriteToken    string
+}
+
+// NewOptions returns the defaults.
+func NewOptions() Options {
+	return Options{RedisService: "redis", KeyPrefix: "loopstock", Retention: 17280}
+}
+
+// Flags are integer-api's command-line flags.
+func Flags() []cli.Flag {
+	d := NewOptions()
+	env := func(f string) []string { return cliflags.Env(Name, f) }
+	return append(cliflags.CommonFlags(Name, "127.0.0.1:8080"),
+		&cli.StringFlag{Name: "redis-service", Value: d.RedisService, EnvVars: env("redis-service"), Usage: "Consul service name of Redis"},
+		&cli.StringFlag{Name: "redis-password", EnvVars: env("redis-password"), Usage: "Redis password (AUTH), if any"},
+		&cli.IntFlag{Name: "redis-db", Value: d.RedisDB, EnvVars: env("redis-db"), Usage: "Redis database number"},
+		&cli.StringFlag{Name: "key-prefix", Value: d.KeyPrefix, EnvVars: env("key-prefix"), Usage: "prefix of every Redis key"},
+		&cli.IntFlag{Name: "retention", Value: d.Retention, EnvVars: env("retention"), Usage: "windows kept (17280 = one day of 5 s windows); keep it longer than the averager's --max-lateness"},
+		&cli.StringFlag{Name: "write-token", EnvVars: env("write-token"), Usage: "token the averager must send to write windows (required)"},
+	)
+}
+
+// ReadOptions reads and validates the flags; every error names its flag.
+func ReadOptions(c *cli.Context) (Options, error) {
+	o := NewOptions()
+	var err error
+	if o.Common, err = cliflags.ReadCommon(c, Name); err != nil {
+		return o, err
+	}
+	bad := func(flag, format string, args ...any) (Options, error) {
+		return o, cliflags.Invalid(Name, flag, format, args...)
+	}
+	if o.RedisService = c.String("redis-service"); o.RedisService == "" {
+		return bad("redis-service", "empty")
+	}
+	o.RedisPassword = c.String("redis-password")
+	if o.RedisDB = c.Int("redis-db"); o.RedisDB < 0 || o.RedisDB > 15 {
+		return bad("redis-db", "%d: want 0..15", o.RedisDB)
+	}
+	if o.KeyPrefix = c.String("key-prefix"); o.KeyPrefix == "" {
+		return bad("key-prefix", "empty")
+	}
+	if o.Retention = c.Int("retention"); o.Retention < 10 {
+		return bad("retention", "%d: keep at least 10 windows", o.Retention)
+	}
+	if o.WriteToken = c.String("write-token"); len(o.WriteToken) < 8 {
+		return bad("write-token", "missing or shorter than 8 characters: set a shared secret (the averager sends the same)")
+	}
+	return o, nil
+}

@@ -1,0 +1,174 @@
+package integerapi
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/go-redis/redis/v8"
+
+	"github.com/loopstock/loopstock/internal/discovery"
+	"github.com/loopstock/loopstock/internal/window"
+	"github.com/loopstock/loopstock/internal/windowapi"
+)
+
+// Store is what the handlers need of the window store.
+type Store interface {
+	// Latest returns up to n windows, newest first.
+	Latest(ctx context.Context, n int) ([]windowapi.Window, error)
+	// Put merges a write into the window at start (idempotent per piece).
+	Put(ctx context.Context, start time.Time, w windowapi.Write) (windowapi.WriteResult, error)
+	Ping(ctx context.Context) error
+}
+
+// ErrStaleFence is a write from a leader older than one already seen.
+var ErrStaleFence = errors.New("stale fence")
+
+// ErrUnavailable wraps every failure to reach Redis.
+var ErrUnavailable = errors.New("redis unavailable")
+
+//go:embed put.lua
+var putLua string
+
+var putScript = redis.NewScript(putLua)
+
+// RedisStore keeps windows in Redis:
+//
+//	{prefix}:windows          sorted set of window starts (ms), the index
+//	{prefix}:w:{start}        hash: start end count sum amendments (ms, integers)
+//	{prefix}:w:{start}:seqs   hash: generator instance → stored sequence ranges
+//	{prefix}:fence            highest leader fence accepted
+type RedisStore struct {
+	rdb       *redis.Client
+	prefix    string
+	retention int
+}
+
+// NewRedisStore connects (lazily) to whichever Redis watch lists, so a
+// moved Redis is followed without a restart: every new connection dials the
+// current address.
+func NewRedisStore(watch *discovery.Watch, password string, db int, prefix string, retention int) *RedisStore {
+	dialer := &net.Dialer{Timeout: time.Second}
+	rdb := redis.NewClient(&redis.Options{
+		Addr: "consul:redis", // replaced by the dialer below
+		Dialer: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			list, _, werr := watch.Current()
+			if len(list) == 0 {
+				if werr != nil {
+					return nil, fmt.Errorf("no passing redis in consul: %v", werr)
+				}
+				return nil, errors.New("no passing redis in consul")
+			}
+			return dialer.DialContext(ctx, network, list[0].Addr())
+		},
+		Password: password, DB: db,
+		DialTimeout: time.Second, ReadTimeout: time.Second, WriteTimeout: time.Second,
+		MaxRetries: 1, PoolSize: 32, MinIdleConns: 2, PoolTimeout: 2 * time.Second,
+	})
+	return &RedisStore{rdb: rdb, prefix: prefix, retention: retention}
+}
+
+// Close closes the connections.
+func (s *RedisStore) Close() error { return s.rdb.Close() }
+
+func (s *RedisStore) windowsKey() string { return s.prefix + ":windows" }
+func (s *RedisStore) windowKey(startMs int64) string {
+	return s.prefix + ":w:" + strconv.FormatInt(startMs, 10)
+}
+
+func unavailable(err error) error { return fmt.Errorf("%w: %v", ErrUnavailable, err) }
+
+// Ping checks that Redis answers.
+func (s *RedisStore) Ping(ctx context.Context) error {
+	if err := s.rdb.Ping(ctx).Err(); err != nil {
+		return unavailable(err)
+	}
+	return nil
+}
+
+// AOF reports whether Redis has its append-only file on.
+func (s *RedisStore) AOF(ctx context.Context) (bool, error) {
+	v, err := s.rdb.ConfigGet(ctx, "appendonly").Result()
+	if err != nil {
+		return false, unavailable(err)
+	}
+	return len(v) == 2 && v[1] == "yes", nil
+}
+
+// Latest returns up to n windows, newest first.
+func (s *RedisStore) Latest(ctx context.Context, n int) ([]windowapi.Window, error) {
+	starts, err := s.rdb.ZRevRange(ctx, s.windowsKey(), 0, int64(n-1)).Result()
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	if len(starts) == 0 {
+		return []windowapi.Window{}, nil
+	}
+	pipe := s.rdb.Pipeline()
+	cmds := make([]*redis.SliceCmd, len(starts))
+	for i, st := range starts {
+		cmds[i] = pipe.HMGet(ctx, s.prefix+":w:"+st, "start", "end", "count", "sum", "amendments")
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, unavailable(err)
+	}
+	out := make([]windowapi.Window, 0, len(starts))
+	for _, c := range cmds {
+		v := c.Val()
+		if len(v) != 5 || v[0] == nil {
+			continue // trimmed between the two reads
+		}
+		out = append(out, toWindow(num(v[0]), num(v[1]), num(v[2]), num(v[3]), num(v[4])))
+	}
+	return out, nil
+}
+
+func num(v any) int64 {
+	s, _ := v.(string)
+	n, _ := strconv.ParseInt(s, 10, 64)
+	return n
+}
+
+func toWindow(start, end, count, sum, amendments int64) windowapi.Window {
+	return windowapi.Window{
+		Start: time.UnixMilli(start).UTC(), End: time.UnixMilli(end).UTC(),
+		Count: count, Sum: sum, Average: window.Average(sum, count), Amendments: amendments,
+	}
+}
+
+// Put runs the merge script: one atomic step in Redis, acknowledged (with
+// appendfsync always) only once it is in the append-only file.
+func (s *RedisStore) Put(ctx context.Context, start time.Time, w windowapi.Write) (windowapi.WriteResult, error) {
+	startMs := start.UnixMilli()
+	args := make([]any, 0, 7+5*len(w.Pieces))
+	args = append(args, w.Fence, startMs, w.End.UnixMilli(), time.Now().UnixMilli(), s.retention, s.prefix, len(w.Pieces))
+	for _, p := range w.Pieces {
+		args = append(args, p.Instance, p.FirstSeq, p.LastSeq, p.Count, p.Sum)
+	}
+	key := s.windowKey(startMs)
+	res, err := putScript.Run(ctx, s.rdb, []string{s.windowsKey(), key, key + ":seqs", s.prefix + ":fence"}, args...).Slice()
+	if err != nil {
+		return windowapi.WriteResult{}, unavailable(err)
+	}
+	if len(res) > 0 && res[0] == "stale" {
+		return windowapi.WriteResult{}, fmt.Errorf("%w: this write's fence %d is below %v", ErrStaleFence, w.Fence, res[1])
+	}
+	if len(res) < 6 {
+		return windowapi.WriteResult{}, fmt.Errorf("merge script answered %v", res)
+	}
+	n := func(i int) int64 { v, _ := res[i].(int64); return v }
+	out := windowapi.WriteResult{Created: n(1) == 1, Pieces: make([]string, 0, len(w.Pieces))}
+	out.Window = toWindow(startMs, w.End.UnixMilli(), n(2), n(3), n(4))
+	if n(5) == 0 { // nothing stored: every piece was a duplicate of a trimmed window
+		out.Window = toWindow(startMs, w.End.UnixMilli(), 0, 0, 0)
+	}
+	for _, st := range res[6:] {
+		s, _ := st.(string)
+		out.Pieces = append(out.Pieces, s)
+	}
+	return out, nil
+}

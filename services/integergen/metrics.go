@@ -1,0 +1,46 @@
+package integergen
+
+import "github.com/prometheus/client_golang/prometheus"
+
+type metrics struct {
+	generated, published, publishFailures, publishRetries prometheus.Counter
+	notPublished                                          *prometheus.CounterVec
+	paused, missed, uncoordinated                         prometheus.Counter
+	publishSeconds                                        prometheus.Histogram
+	batchSize                                             prometheus.Histogram
+}
+
+// Reasons an integer was not published (label of integers_not_published_total).
+const (
+	reasonUnacknowledged = "unacknowledged"
+	reasonQueueFull      = "queue_full"
+	reasonShutdown       = "shutdown"
+)
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	c := func(name, help string) prometheus.Counter {
+		m := prometheus.NewCounter(prometheus.CounterOpts{Namespace: "integer_gen", Name: name, Help: help})
+		reg.MustRegister(m)
+		return m
+	}
+	m := &metrics{
+		generated:       c("integers_generated_total", "Integers drawn, one per slot while coordinated."),
+		published:       c("integers_published_total", "Integers acknowledged by nsqd."),
+		publishFailures: c("publish_failures_total", "NSQ publishes that failed or were not acknowledged in time."),
+		publishRetries:  c("publish_retries_total", "NSQ publishes retried after a failure."),
+		paused:          c("slots_paused_total", "Slots skipped because no coordination lease covered them (--on-coordination-loss=pause)."),
+		missed:          c("slots_missed_total", "Slots skipped because the process woke up too late for them."),
+		uncoordinated:   c("integers_uncoordinated_total", "Integers emitted without a coordination lease (--on-coordination-loss=mark)."),
+		notPublished: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "integer_gen", Name: "integers_not_published_total",
+			Help: "Integers given up without an nsqd acknowledgement, by reason."}, []string{"reason"}),
+		publishSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "integer_gen", Name: "publish_duration_seconds",
+			Help: "Time from publish to nsqd's acknowledgement.", Buckets: prometheus.ExponentialBuckets(0.0001, 2.5, 12)}),
+		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "integer_gen", Name: "batch_integers",
+			Help: "Integers per NSQ message.", Buckets: prometheus.ExponentialBuckets(1, 4, 7)}),
+	}
+	for _, r := range []string{reasonUnacknowledged, reasonQueueFull, reasonShutdown} {
+		m.notPublished.WithLabelValues(r)
+	}
+	reg.MustRegister(m.notPublished, m.publishSeconds, m.batchSize)
+	return m
+}

@@ -1,0 +1,142 @@
+package integergen
+
+import (
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/loopstock/loopstock/internal/cliflags"
+	"github.com/loopstock/loopstock/internal/wire"
+)
+
+// Name is the binary's and the Consul service's name.
+const Name = "integer-gen"
+
+// Coordination-loss policies (--on-coordination-loss).
+const (
+	OnLossPause = "pause" // emit nothing until the lease is back (keeps the guarantee)
+	OnLossMark  = "mark"  // emit anyway, flagged as uncoordinated
+)
+
+// Options hold every setting of integer-gen; NewOptions holds the defaults.
+type Options struct {
+	cliflags.Common
+	Interval           time.Duration
+	Min, Max           uint32
+	Topic              string
+	NSQDService        string
+	MaxGenerators      int
+	CoordinationPrefix string
+	OnCoordinationLoss string
+	LeaseAhead         time.Duration
+	BatchMax           int
+	QueueSize          int
+	MaxPublishAge      time.Duration
+	PublishTimeout     time.Duration
+	Instance           wire.InstanceID
+}
+
+// NewOptions returns the defaults.
+func NewOptions() Options {
+	return Options{
+		Interval: 100 * time.Millisecond, Min: 1, Max: 10000, Topic: "integers", NSQDService: "nsqd",
+		MaxGenerators: 64, CoordinationPrefix: "loopstock/integer-gen", OnCoordinationLoss: OnLossPause,
+		LeaseAhead: 2 * time.Second, BatchMax: 256, QueueSize: 4096, MaxPublishAge: 30 * time.Second,
+		PublishTimeout: 5 * time.Second,
+	}
+}
+
+// Flags are integer-gen's command-line flags.
+func Flags() []cli.Flag {
+	d := NewOptions()
+	env := func(f string) []string { return cliflags.Env(Name, f) }
+	return append(cliflags.CommonFlags(Name, "127.0.0.1:8081"),
+		&cli.DurationFlag{Name: "interval", Value: d.Interval, EnvVars: env("interval"), Usage: "slot length: one integer per slot, slots aligned to the Unix epoch"},
+		&cli.Int64Flag{Name: "min", Value: int64(d.Min), EnvVars: env("min"), Usage: "smallest integer drawn (inclusive)"},
+		&cli.Int64Flag{Name: "max", Value: int64(d.Max), EnvVars: env("max"), Usage: "largest integer drawn (inclusive)"},
+		&cli.StringFlag{Name: "topic", Value: d.Topic, EnvVars: env("topic"), Usage: "NSQ topic to publish to"},
+		&cli.StringFlag{Name: "nsqd-service", Value: d.NSQDService, EnvVars: env("nsqd-service"), Usage: "Consul service name of nsqd (the one on this node is preferred)"},
+		&cli.IntFlag{Name: "max-generators", Value: d.MaxGenerators, EnvVars: env("max-generators"), Usage: "most generators of one group running at once"},
+		&cli.StringFlag{Name: "coordination-prefix", Value: d.CoordinationPrefix, EnvVars: env("coordination-prefix"), Usage: "Consul KV folder of the group that must never collide"},
+		&cli.StringFlag{Name: "on-coordination-loss", Value: d.OnCoordinationLoss, EnvVars: env("on-coordination-loss"),
+			Usage: "while Consul is unreachable: pause (emit nothing; keeps the no-collision guarantee) or mark (emit, flagged uncoordinated)"},
+		&cli.DurationFlag{Name: "lease-ahead", Value: d.LeaseAhead, EnvVars: env("lease-ahead"), Usage: "how far ahead a coordination lease reaches (a Consul round trip every quarter of it)"},
+		&cli.IntFlag{Name: "batch-max", Value: d.BatchMax, EnvVars: env("batch-max"), Usage: "most integers in one NSQ message (batches form only when publishing falls behind)"},
+		&cli.IntFlag{Name: "queue-size", Value: d.QueueSize, EnvVars: env("queue-size"), Usage: "integers held while nsqd is unreachable"},
+		&cli.DurationFlag{Name: "max-publish-age", Value: d.MaxPublishAge, EnvVars: env("max-publish-age"), Usage: "an integer not acknowledged by nsqd within this is given up (counted and logged)"},
+		&cli.DurationFlag{Name: "publish-timeout", Value: d.PublishTimeout, EnvVars: env("publish-timeout"), Usage: "time allowed for one publish to be acknowledged"},
+	)
+}
+
+// ReadOptions reads and validates the flags; every error names its flag.
+func ReadOptions(c *cli.Context) (Options, error) {
+	o := NewOptions()
+	var err error
+	if o.Common, err = cliflags.ReadCommon(c, Name); err != nil {
+		return o, err
+	}
+	bad := func(flag, format string, args ...any) (Options, error) {
+		return o, cliflags.Invalid(Name, flag, format, args...)
+	}
+	o.Interval = c.Duration("interval")
+	if o.Interval < time.Millisecond || o.Interval%time.Millisecond != 0 {
+		return bad("interval", "%s: want a whole number of milliseconds, at least 1ms", o.Interval)
+	}
+	mn, mx := c.Int64("min"), c.Int64("max")
+	if mn < 0 || mn > 1<<31 {
+		return bad("min", "%d: want 0..%d", mn, int64(1)<<31)
+	}
+	if mx < mn || mx > 1<<31 {
+		return bad("max", "%d: want --min (%d) .. %d", mx, mn, int64(1)<<31)
+	}
+	o.Min, o.Max = uint32(mn), uint32(mx)
+	if o.Topic = c.String("topic"); !validTopic(o.Topic) {
+		return bad("topic", "%q: 1-64 characters of [.a-zA-Z0-9_-]", o.Topic)
+	}
+	if o.NSQDService = c.String("nsqd-service"); o.NSQDService == "" {
+		return bad("nsqd-service", "empty")
+	}
+	o.MaxGenerators = c.Int("max-generators")
+	if o.MaxGenerators < 1 || o.MaxGenerators > 1024 {
+		return bad("max-generators", "%d: want 1..1024", o.MaxGenerators)
+	}
+	if int64(o.MaxGenerators) > mx-mn+1 {
+		return bad("max-generators", "%d generators cannot draw distinct values from %d..%d", o.MaxGenerators, mn, mx)
+	}
+	if o.CoordinationPrefix = c.String("coordination-prefix"); o.CoordinationPrefix == "" {
+		return bad("coordination-prefix", "empty")
+	}
+	switch o.OnCoordinationLoss = c.String("on-coordination-loss"); o.OnCoordinationLoss {
+	case OnLossPause, OnLossMark:
+	default:
+		return bad("on-coordination-loss", "%q: want pause or mark", o.OnCoordinationLoss)
+	}
+	if o.LeaseAhead = c.Duration("lease-ahead"); o.LeaseAhead < 4*o.Interval || o.LeaseAhead < 100*time.Millisecond {
+		return bad("lease-ahead", "%s: want at least 100ms and 4 × --interval (%s)", o.LeaseAhead, 4*o.Interval)
+	}
+	if o.BatchMax = c.Int("batch-max"); o.BatchMax < 1 || o.BatchMax > wire.MaxItems {
+		return bad("batch-max", "%d: want 1..%d", o.BatchMax, wire.MaxItems)
+	}
+	if o.QueueSize = c.Int("queue-size"); o.QueueSize < 1 {
+		return bad("queue-size", "%d: want at least 1", o.QueueSize)
+	}
+	if o.MaxPublishAge = c.Duration("max-publish-age"); o.MaxPublishAge <= 0 {
+		return bad("max-publish-age", "%s: want more than 0", o.MaxPublishAge)
+	}
+	if o.PublishTimeout = c.Duration("publish-timeout"); o.PublishTimeout <= 0 {
+		return bad("publish-timeout", "%s: want more than 0", o.PublishTimeout)
+	}
+	return o, nil
+}
+
+func validTopic(s string) bool {
+	if len(s) < 1 || len(s) > 64 {
+		return false
+	}
+	for _, r := range s {
+		if !(r == '.' || r == '_' || r == '-' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9') {
+			return false
+		}
+	}
+	return true
+}

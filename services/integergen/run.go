@@ -1,0 +1,112 @@
+package integergen
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sirupsen/logrus"
+	"github.com/urfave/cli/v2"
+
+	"github.com/loopstock/loopstock/internal/cliflags"
+	"github.com/loopstock/loopstock/internal/discovery"
+	"github.com/loopstock/loopstock/internal/logging"
+	"github.com/loopstock/loopstock/internal/nsqpub"
+	"github.com/loopstock/loopstock/internal/slotlease"
+	"github.com/loopstock/loopstock/internal/svc"
+)
+
+// App is integer-gen's command line.
+func App() *cli.App {
+	return cliflags.NewApp(Name, "draws one integer per slot and publishes it to NSQ", Flags(), func(c *cli.Context) error {
+		o, err := ReadOptions(c)
+		if err != nil {
+			return err
+		}
+		rand.Read(o.Instance[:])
+		log, _ := logging.New(os.Stderr, Name, o.Instance.String(), o.LogLevel, o.LogFormat)
+		ctx, stop := svc.SignalContext()
+		defer stop()
+		return Run(ctx, o, log)
+	})
+}
+
+// Run runs integer-gen until ctx ends, then stops in order: no new slots,
+// the coordination lease released, the queue drained to nsqd, deregistered.
+func Run(ctx context.Context, o Options, log *logrus.Entry) error {
+	rt, err := svc.Start(Name, o.Common, log)
+	if err != nil {
+		return err
+	}
+	m := newMetrics(rt.Metrics)
+	rt.Service.Meta = map[string]string{"instance": o.Instance.String()}
+
+	coord := slotlease.New(rt.Consul, slotlease.Options{
+		Prefix: o.CoordinationPrefix, Instance: o.Instance.String(), CheckIDs: []string{rt.Service.CheckID()},
+		Interval: o.Interval, Min: o.Min, Max: o.Max, MaxGenerators: o.MaxGenerators, LeaseAhead: o.LeaseAhead,
+	}, log)
+	registerCoordinationMetrics(rt.Metrics, coord)
+
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	nsqd := discovery.New(runCtx, rt.Consul, o.NSQDService, log)
+	pub := nsqpub.New(rt.Consul.Agent(), nsqd, o.Topic, o.PublishTimeout, log)
+	g := newGenerator(o, coord, pub, m, log)
+	rt.SetHealth(func() (bool, map[string]any) {
+		index, hw := coord.State()
+		return true, map[string]any{"index": index, "lease_hw_slot": hw, "nsqd": pub.Addr(), "queued": len(g.queue)}
+	})
+	rt.Serve(nil)
+
+	coordDone := make(chan error, 1)
+	tickCtx, stopTicks := context.WithCancel(runCtx)
+	go func() { coordDone <- coord.Run(tickCtx) }()
+	published := make(chan struct{})
+	go func() {
+		g.PublishAll(tickCtx, 5*time.Second)
+		close(published)
+	}()
+	go g.Tick(tickCtx)
+	log.WithFields(logrus.Fields{"interval": o.Interval, "min": o.Min, "max": o.Max, "topic": o.Topic}).Info("integer-gen started")
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case err := <-coordDone:
+		var mm *slotlease.MismatchError
+		if errors.As(err, &mm) {
+			runErr = err
+		}
+		coordDone <- nil
+	case err := <-rt.Failed():
+		runErr = fmt.Errorf("http server: %w", err)
+	}
+	log.Info("stopping")
+	stopTicks()
+	<-coordDone
+	<-published
+	pub.Stop()
+	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer scancel()
+	if err := rt.Close(sctx); err != nil && runErr == nil {
+		runErr = err
+	}
+	log.Info("stopped")
+	return runErr
+}
+
+func registerCoordinationMetrics(reg prometheus.Registerer, c *slotlease.Coordinator) {
+	counter := func(name, help string, f func(slotlease.Stats) uint64) {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "integer_gen", Name: name, Help: help},
+			func() float64 { return float64(f(c.Stats())) }))
+	}
+	counter("coordination_round_trips_total", "Requests sent to Consul by the no-collision coordination.", func(s slotlease.Stats) uint64 { return s.RoundTrips })
+	counter("coordination_lease_extensions_total", "Coordination leases extended.", func(s slotlease.Stats) uint64 { return s.Extends })
+	counter("coordination_leases_lost_total", "Coordination leases lost (session ended or lock taken).", func(s slotlease.Stats) uint64 { return s.Lost })
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "integer_gen", Name: "coordination_index",
+		Help: "Generator index held (-1: none, emission paused)."}, func() float64 { i, _ := c.State(); return float64(i) }))
+}
