@@ -7,6 +7,7 @@ package wire
 
 import (
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 )
@@ -40,7 +41,7 @@ const (
 // start, so sequence numbers never need to survive a restart.
 type InstanceID [16]byte
 
-func (id InstanceID) String() string { return fmt.Sprintf("%x", id[:]) }
+func (id InstanceID) String() string { return hex.EncodeToString(id[:]) }
 
 // ParseInstanceID reads the 32 hex digit form that String writes.
 func ParseInstanceID(s string) (InstanceID, error) {
@@ -48,7 +49,7 @@ func ParseInstanceID(s string) (InstanceID, error) {
 	if len(s) != 32 {
 		return id, fmt.Errorf("instance id %q: want 32 hex digits", s)
 	}
-	if _, err := fmt.Sscanf(s, "%32x", &id); err != nil {
+	if _, err := hex.Decode(id[:], []byte(s)); err != nil {
 		return id, fmt.Errorf("instance id %q: %v", s, err)
 	}
 	return id, nil

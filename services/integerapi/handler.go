@@ -162,6 +162,9 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request) {
 		h.storeError(w, err)
 		return
 	}
+	if ws == nil {
+		ws = []windowapi.Window{} // [] rather than null
+	}
 	writeJSON(w, http.StatusOK, ws)
 }
 

@@ -1,0 +1,173 @@
+package testenv
+
+import (
+	"net"
+	"net/http"
+	"strconv"
+	"testing"
+	"time"
+
+	consul "github.com/hashicorp/consul/api"
+)
+
+// Consul is a dev agent (a single-node server in memory).
+type Consul struct {
+	*Proc
+	HTTPAddr string
+	Client   *consul.Client
+}
+
+// StartConsul starts a Consul dev agent and waits until it has a leader.
+func StartConsul(t testing.TB) *Consul {
+	t.Helper()
+	http := FreePort(t)
+	p := NewProc(t, "consul", Tool(t, "consul"), "agent", "-dev", "-node", "testnode",
+		"-bind", "127.0.0.1", "-client", "127.0.0.1",
+		"-http-port", strconv.Itoa(http), "-dns-port", "-1", "-grpc-port", "-1", "-grpc-tls-port", "-1",
+		"-server-port", strconv.Itoa(FreePort(t)), "-serf-lan-port", strconv.Itoa(FreePort(t)),
+		"-serf-wan-port", "-1", "-hcl", "disable_update_check = true", "-hcl", "enable_script_checks = true", // loopback-only test agent: lets tests register redis-cli ping checks
+
+		"-log-level", "warn")
+	p.Start()
+	cfg := consul.DefaultConfig()
+	cfg.Address = Addr(http)
+	client, err := consul.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Consul{Proc: p, HTTPAddr: Addr(http), Client: client}
+	c.WaitReady(t)
+	return c
+}
+
+// WaitReady waits until the agent answers and has a leader.
+func (c *Consul) WaitReady(t testing.TB) {
+	t.Helper()
+	Eventually(t, 30*time.Second, "consul to elect a leader", func() bool {
+		l, err := c.Client.Status().Leader()
+		return err == nil && l != ""
+	})
+}
+
+// Register registers an infrastructure service with an HTTP or TCP check,
+// as the local stack's service definitions do.
+func (c *Consul) Register(t testing.TB, name, id string, port int, meta map[string]string, check *consul.AgentServiceCheck) {
+	t.Helper()
+	err := c.Client.Agent().ServiceRegister(&consul.AgentServiceRegistration{
+		Name: name, ID: id, Address: "127.0.0.1", Port: port, Meta: meta, Check: check,
+	})
+	if err != nil {
+		t.Fatalf("registering %s: %v", id, err)
+	}
+}
+
+// WaitPassing waits until n instances of service pass their checks.
+func (c *Consul) WaitPassing(t testing.TB, service string, n int, timeout time.Duration) {
+	t.Helper()
+	Eventually(t, timeout, strconv.Itoa(n)+" passing "+service+" in consul", func() bool {
+		e, _, err := c.Client.Health().Service(service, "", true, nil)
+		return err == nil && len(e) == n
+	})
+}
+
+// NSQ is one nsqlookupd and one nsqd.
+type NSQ struct {
+	Lookupd, NSQD                      *Proc
+	LookupdTCP, LookupdHTTP            string
+	NSQDTCP, NSQDHTTP                  string
+	lookupdTCPPort, lookupdHTTPPort    int
+	nsqdTCPPort, nsqdHTTPPort, dataDir string
+}
+
+// StartNSQ starts nsqlookupd and an nsqd (messages on disk) that reports to it.
+func StartNSQ(t testing.TB) *NSQ {
+	t.Helper()
+	n := &NSQ{}
+	lt, lh, dt, dh := FreePort(t), FreePort(t), FreePort(t), FreePort(t)
+	n.LookupdTCP, n.LookupdHTTP, n.NSQDTCP, n.NSQDHTTP = Addr(lt), Addr(lh), Addr(dt), Addr(dh)
+	n.Lookupd = NewProc(t, "nsqlookupd", Tool(t, "nsqlookupd"), "-tcp-address", n.LookupdTCP, "-http-address", n.LookupdHTTP,
+		"-broadcast-address", "127.0.0.1", "-log-level", "warn")
+	n.NSQD = NewProc(t, "nsqd", Tool(t, "nsqd"), "-tcp-address", n.NSQDTCP, "-http-address", n.NSQDHTTP,
+		"-lookupd-tcp-address", n.LookupdTCP, "-broadcast-address", "127.0.0.1", "-data-path", t.TempDir(),
+		"-mem-queue-size", "0", "-log-level", "warn", "-sync-every", "1")
+	n.Lookupd.Start()
+	n.NSQD.Start()
+	WaitHTTP(t, "http://"+n.LookupdHTTP+"/ping")
+	WaitHTTP(t, "http://"+n.NSQDHTTP+"/ping")
+	return n
+}
+
+// RegisterIn registers nsqlookupd and nsqd in c, as the local stack does.
+func (n *NSQ) RegisterIn(t testing.TB, c *Consul) {
+	t.Helper()
+	_, lh, _ := net.SplitHostPort(n.LookupdHTTP)
+	_, lt, _ := net.SplitHostPort(n.LookupdTCP)
+	_, dt, _ := net.SplitHostPort(n.NSQDTCP)
+	_, dh, _ := net.SplitHostPort(n.NSQDHTTP)
+	port := func(s string) int { p, _ := strconv.Atoi(s); return p }
+	c.Register(t, "nsqlookupd", "nsqlookupd-"+lh, port(lh), map[string]string{"tcp_port": lt},
+		&consul.AgentServiceCheck{HTTP: "http://" + n.LookupdHTTP + "/ping", Interval: "1s", Timeout: "1s"})
+	c.Register(t, "nsqd", "nsqd-"+dt, port(dt), map[string]string{"http_port": dh},
+		&consul.AgentServiceCheck{HTTP: "http://" + n.NSQDHTTP + "/ping", Interval: "1s", Timeout: "1s"})
+}
+
+// WaitHTTP waits until url answers 200.
+func WaitHTTP(t testing.TB, url string) {
+	t.Helper()
+	client := &http.Client{Timeout: time.Second}
+	Eventually(t, 20*time.Second, url+" to answer", func() bool {
+		resp, err := client.Get(url)
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+}
+
+// Redis is a redis-server with its append-only file on.
+type Redis struct {
+	*Proc
+	Addr string
+	Port int
+}
+
+// StartRedis starts redis-server with appendonly yes and appendfsync always.
+func StartRedis(t testing.TB) *Redis {
+	t.Helper()
+	port := FreePort(t)
+	r := &Redis{Addr: Addr(port), Port: port}
+	r.Proc = NewProc(t, "redis", Tool(t, "redis-server"), "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
+		"--dir", t.TempDir(), "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--loglevel", "warning")
+	r.Start()
+	r.WaitReady(t)
+	return r
+}
+
+// WaitReady waits until Redis answers PING.
+func (r *Redis) WaitReady(t testing.TB) {
+	t.Helper()
+	Eventually(t, 20*time.Second, "redis to answer PING", func() bool { return redisPing(r.Addr) })
+}
+
+func redisPing(addr string) bool {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return false
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(time.Second))
+	c.Write([]byte("PING\r\n"))
+	buf := make([]byte, 7)
+	n, _ := c.Read(buf)
+	return string(buf[:n]) == "+PONG\r\n"
+}
+
+// RegisterIn registers Redis in c with a check that PINGs it (a stopped
+// Redis still accepts TCP, so a TCP check would not do).
+func (r *Redis) RegisterIn(t testing.TB, c *Consul) {
+	t.Helper()
+	c.Register(t, "redis", "redis-"+strconv.Itoa(r.Port), r.Port, nil, &consul.AgentServiceCheck{
+		Args: []string{Tool(t, "redis-cli"), "-h", "127.0.0.1", "-p", strconv.Itoa(r.Port), "ping"}, Interval: "1s", Timeout: "1s",
+	})
+}

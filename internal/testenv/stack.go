@@ -1,0 +1,164 @@
+package testenv
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+)
+
+var (
+	buildOnce sync.Once
+	buildDir  string
+	buildErr  error
+)
+
+// Binary builds loopstock's binary (once per test process, from the
+// current source) and returns its path.
+func Binary(t testing.TB, name string) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		root, err := RepoRoot()
+		if err != nil {
+			buildErr = err
+			return
+		}
+		buildDir, buildErr = os.MkdirTemp("", "loopstock-bin-")
+		if buildErr != nil {
+			return
+		}
+		cmd := exec.Command("go", "build", "-o", buildDir+"/", "./cmd/integer-gen", "./cmd/integeraverage-cal", "./cmd/integer-api")
+		cmd.Dir = root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatalf("building the services: %v", buildErr)
+	}
+	return filepath.Join(buildDir, name)
+}
+
+// WriteToken is the token the stacks of the tests share.
+const WriteToken = "test-write-token"
+
+// Stack is the whole system on loopback: Consul, NSQ, Redis and the three
+// services, each a real process.
+type Stack struct {
+	Consul     *Consul
+	NSQ        *NSQ
+	Redis      *Redis
+	Generators []*Proc
+	Averagers  []*Proc
+	APIs       []*Proc
+	// APIAddr is the first API's HTTP address.
+	APIAddr string
+	t       testing.TB
+}
+
+// StackOptions size the stack; the Args are added to each service's flags.
+type StackOptions struct {
+	Generators, Averagers, APIs int
+	GenArgs, AvgArgs, APIArgs   []string
+	// Channels are created on the topic before anything is published, so
+	// an audit consumer sees every message.
+	Channels []string
+}
+
+// Topic is the topic the stacks use.
+const Topic = "integers"
+
+// StartStack starts everything and registers the infrastructure in Consul;
+// it returns once the services are started (not necessarily passing).
+func StartStack(t testing.TB, o StackOptions) *Stack {
+	t.Helper()
+	s := &Stack{t: t}
+	s.Consul = StartConsul(t)
+	s.NSQ = StartNSQ(t)
+	s.Redis = StartRedis(t)
+	s.NSQ.RegisterIn(t, s.Consul)
+	s.Redis.RegisterIn(t, s.Consul)
+	for _, ch := range append([]string{"averager"}, o.Channels...) {
+		s.NSQ.CreateChannel(t, Topic, ch)
+	}
+	s.NSQ.CreateChannel(t, Topic+"-dead-letter", "inspect")
+	for i := 0; i < o.APIs; i++ {
+		port := FreePort(t)
+		if i == 0 {
+			s.APIAddr = Addr(port)
+		}
+		s.APIs = append(s.APIs, s.service(t, "integer-api", i, port, append([]string{"--write-token", WriteToken}, o.APIArgs...)))
+	}
+	for i := 0; i < o.Averagers; i++ {
+		s.Averagers = append(s.Averagers, s.service(t, "integeraverage-cal", i, FreePort(t),
+			append([]string{"--write-token", WriteToken, "--lookupd-poll-interval", "1s"}, o.AvgArgs...)))
+	}
+	for i := 0; i < o.Generators; i++ {
+		s.AddGenerator(t, o.GenArgs...)
+	}
+	return s
+}
+
+// AddGenerator starts one more integer-gen.
+func (s *Stack) AddGenerator(t testing.TB, args ...string) *Proc {
+	p := s.service(t, "integer-gen", len(s.Generators), FreePort(t), args)
+	s.Generators = append(s.Generators, p)
+	return p
+}
+
+func (s *Stack) service(t testing.TB, name string, i, port int, args []string) *Proc {
+	all := append([]string{"--consul-addr", s.Consul.HTTPAddr, "--http-addr", Addr(port),
+		"--service-id", fmt.Sprintf("%s-%d", name, port), "--log-level", "debug"}, args...)
+	p := NewProc(t, fmt.Sprintf("%s#%d", name, i), Binary(t, name), all...)
+	p.Start()
+	return p
+}
+
+// CreateChannel creates topic and channel on nsqd.
+func (n *NSQ) CreateChannel(t testing.TB, topic, channel string) {
+	t.Helper()
+	for _, u := range []string{
+		"http://" + n.NSQDHTTP + "/topic/create?topic=" + topic,
+		"http://" + n.NSQDHTTP + "/channel/create?topic=" + topic + "&channel=" + channel,
+	} {
+		resp, err := http.Post(u, "", nil)
+		if err != nil {
+			t.Fatalf("%s: %v", u, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("%s: %s", u, resp.Status)
+		}
+	}
+}
+
+// WaitHealthy waits until every service passes in Consul.
+func (s *Stack) WaitHealthy(t testing.TB, timeout time.Duration) {
+	t.Helper()
+	for name, n := range map[string]int{"integer-gen": len(s.Generators), "integeraverage-cal": len(s.Averagers), "integer-api": len(s.APIs)} {
+		if n > 0 {
+			s.Consul.WaitPassing(t, name, n, timeout)
+		}
+	}
+}
+
+// Port returns the port of addr (host:port).
+func Port(addr string) int {
+	_, p, _ := cutLast(addr, ':')
+	n, _ := strconv.Atoi(p)
+	return n
+}
+
+func cutLast(s string, sep byte) (string, string, bool) {
+	for i := len(s) - 1; i >= 0; i-- {
+		if s[i] == sep {
+			return s[:i], s[i+1:], true
+		}
+	}
+	return s, "", false
+}
