@@ -7,6 +7,7 @@ package cliflags
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strconv"
@@ -152,4 +153,20 @@ func isParseError(err error) bool {
 	s := err.Error()
 	return strings.Contains(s, "flag provided but not defined") || strings.Contains(s, "invalid value") ||
 		strings.Contains(s, "could not parse") || strings.Contains(s, "Required flag")
+}
+
+// Parse applies flags to args (and the environment) and reads the result
+// with read, starting nothing: exactly what the binary would accept. The
+// job-file checks use it to validate a task's arguments and environment.
+func Parse[T any](binary string, flags []cli.Flag, read func(*cli.Context) (T, error), args []string) (T, error) {
+	var out T
+	app := NewApp(binary, "", flags, func(c *cli.Context) error {
+		var err error
+		out, err = read(c)
+		return err
+	})
+	app.Writer, app.ErrWriter = io.Discard, io.Discard
+	app.ExitErrHandler = func(*cli.Context, error) {}
+	err := app.Run(append([]string{binary}, args...))
+	return out, err
 }

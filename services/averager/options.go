@@ -143,3 +143,9 @@ func ValidName(s string) bool {
 	}
 	return true
 }
+
+// ParseArgs is what the binary makes of args and the environment, without
+// running anything.
+func ParseArgs(args []string) (Options, error) {
+	return cliflags.Parse(Name, Flags(), ReadOptions, args)
+}

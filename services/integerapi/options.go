@@ -67,3 +67,9 @@ func ReadOptions(c *cli.Context) (Options, error) {
 	}
 	return o, nil
 }
+
+// ParseArgs is what the binary makes of args and the environment, without
+// running anything.
+func ParseArgs(args []string) (Options, error) {
+	return cliflags.Parse(Name, Flags(), ReadOptions, args)
+}

@@ -140,3 +140,9 @@ func validTopic(s string) bool {
 	}
 	return true
 }
+
+// ParseArgs is what the binary makes of args and the environment, without
+// running anything.
+func ParseArgs(args []string) (Options, error) {
+	return cliflags.Parse(Name, Flags(), ReadOptions, args)
+}
