@@ -68,11 +68,18 @@ cleanup: stop ## stop the stack and delete its local data (.data/)
 ## --- test ----------------------------------------------------------------
 
 .PHONY: test
-test: tools lint test-go ## everything CI runs: lint, unit, integration and end-to-end tests
+test: tools lint test-go test-collisions ## everything CI runs: lint, unit, integration, end-to-end and collision tests
 
 .PHONY: test-go
-test-go: tools
-	go test -count=1 -timeout 20m ./...
+test-go: tools ## unit, integration and end-to-end tests
+	go test -count=1 -timeout 20m -skip '^TestNoCollisions$$' ./...
+
+.PHONY: test-collisions
+test-collisions: tools ## generators on real Consul and nsqd, restarted and joined, audited by slot: 0 collisions
+	@mkdir -p .data
+	@set -o pipefail; go test -count=1 -v -timeout 20m -run '^TestNoCollisions$$' ./test/collisions 2>&1 | tee .data/test-collisions.log \
+		| grep -E '^(--- |PASS|FAIL|ok )|collisions_test.go'
+	@grep -E '^slots=[0-9]+ collisions=0$$' .data/test-collisions.log | tail -1
 
 .PHONY: test-unit
 test-unit: ## unit tests only (no servers)

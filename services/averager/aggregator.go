@@ -65,17 +65,24 @@ type piece struct {
 	batch wire.Batch // its integers alone, for the dead-letter topic
 }
 
+type slotValue struct {
+	eventMs int64
+	value   uint32
+}
+
 type pieceKey struct {
 	instance wire.InstanceID
 	first    uint64
 }
 
 type bucket struct {
-	span    window.Span
-	pieces  []*piece
-	seen    map[pieceKey]bool
-	retryAt time.Time
-	backoff time.Duration
+	span   window.Span
+	pieces []*piece
+	seen   map[pieceKey]bool
+	// slotValues finds collisions: who emitted a value in a slot.
+	slotValues map[slotValue]wire.InstanceID
+	retryAt    time.Time
+	backoff    time.Duration
 }
 
 // Aggregator owns all windowing state; one goroutine runs it.
@@ -166,7 +173,7 @@ func (a *Aggregator) Add(m Message) {
 		}
 		bk := a.buckets[start]
 		if bk == nil {
-			bk = &bucket{span: span, seen: map[pieceKey]bool{}}
+			bk = &bucket{span: span, seen: map[pieceKey]bool{}, slotValues: map[slotValue]wire.InstanceID{}}
 			a.buckets[start] = bk
 		}
 		if bk.seen[p.key] {
@@ -178,10 +185,28 @@ func (a *Aggregator) Add(m Message) {
 		}
 		bk.seen[p.key] = true
 		bk.pieces = append(bk.pieces, p)
+		if b.Flags&wire.FlagUncoordinated == 0 {
+			a.countCollisions(bk, p)
+		}
 		h.pending++
 	}
 	if h.pending == 0 {
 		m.Finish()
+	}
+}
+
+// countCollisions checks the no-collision guarantee on what passes by:
+// two generators with the same value in the same slot. It sees integers of
+// one open window, so a collision with an integer already written is missed.
+func (a *Aggregator) countCollisions(bk *bucket, p *piece) {
+	for _, it := range p.batch.Items {
+		k := slotValue{it.EventMs, it.Value}
+		if other, ok := bk.slotValues[k]; ok && other != p.key.instance {
+			a.m.collisions.Inc()
+			a.log.WithFields(logrus.Fields{"event_ms": it.EventMs, "value": it.Value}).Error("two generators emitted the same value in the same slot")
+			continue
+		}
+		bk.slotValues[k] = p.key.instance
 	}
 }
 

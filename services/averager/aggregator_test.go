@@ -305,3 +305,15 @@ func TestFutureIntegersAreDeadLettered(t *testing.T) {
 		t.Fatalf("%v %v", m, r.dead.reasons)
 	}
 }
+
+func TestCollisionsAreCounted(t *testing.T) {
+	r := newRig(t)
+	other := wire.InstanceID{9}
+	body, _ := wire.Encode(&wire.Batch{Instance: other, IntervalMs: 100, FirstSeq: 0, Items: []wire.Item{at(100, 42), at(200, 43)}})
+	r.agg.Add(msg(t, 0, at(100, 42), at(200, 7)))
+	r.agg.Add(&fakeMsg{body: body})
+	r.agg.Add(msg(t, 0, at(100, 42))) // a duplicate of the first: not a collision
+	if got := testutil.ToFloat64(r.m.collisions); got != 1 {
+		t.Fatalf("collisions = %v, want 1", got)
+	}
+}

@@ -12,7 +12,7 @@ var averagerReasons = []string{"too_late", "future", "seq_conflict"}
 type metrics struct {
 	consumed, deduplicated, late, uncoordinated     prometheus.Counter
 	integersCounted, windowsWritten, windowsAmended prometheus.Counter
-	storeErrors                                     prometheus.Counter
+	storeErrors, collisions                         prometheus.Counter
 	rejected, deadLettered                          *prometheus.CounterVec
 	writeLag                                        prometheus.Histogram
 	leader                                          prometheus.Gauge
@@ -34,6 +34,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		windowsWritten:  c("windows_written_total", "Windows stored for the first time."),
 		windowsAmended:  c("windows_amended_total", "Stored windows amended with late integers."),
 		storeErrors:     c("store_errors_total", "Window writes to integer-api that failed (retried)."),
+		collisions:      c("slot_collisions_total", "Integers equal to another generator's in the same slot (must stay 0)."),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "messages_rejected_total",
 			Help: "Messages (or their late or future parts) rejected, by reason."}, []string{"reason"}),
 		deadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "messages_dead_lettered_total",

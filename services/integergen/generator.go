@@ -122,22 +122,36 @@ func (g *Generator) PublishAll(ctx context.Context, drainTimeout time.Duration) 
 			deadline = time.Now().Add(drainTimeout)
 		}
 		batch := []queued{first}
+		// Wait up to BatchWait for more (none: take only what is queued).
+		var linger <-chan time.Time
+		if g.o.BatchWait > 0 {
+			linger = time.After(g.o.BatchWait)
+		}
 	fill:
 		for len(batch) < g.o.BatchMax {
+			var q queued
+			var ok bool
 			select {
-			case q, ok := <-g.queue:
-				if !ok {
-					break fill
-				}
-				prev := batch[len(batch)-1]
-				if q.seq != prev.seq+1 || q.flags != prev.flags {
-					carry = &q
-					break fill
-				}
-				batch = append(batch, q)
+			case q, ok = <-g.queue:
 			default:
+				if linger == nil {
+					break fill
+				}
+				select {
+				case q, ok = <-g.queue:
+				case <-linger:
+					break fill
+				}
+			}
+			if !ok {
 				break fill
 			}
+			prev := batch[len(batch)-1]
+			if q.seq != prev.seq+1 || q.flags != prev.flags {
+				carry = &q
+				break fill
+			}
+			batch = append(batch, q)
 		}
 		g.publish(ctx, batch, &deadline, drainTimeout)
 	}

@@ -203,3 +203,24 @@ func TestBatchesSplitAtGaps(t *testing.T) {
 		t.Fatalf("batches %+v", rec.batches)
 	}
 }
+
+func TestBatchWaitGathersIntegers(t *testing.T) {
+	o := NewOptions()
+	o.Interval = time.Millisecond
+	o.BatchWait = 50 * time.Millisecond
+	rec := &recorder{}
+	g, _ := testGenerator(o, fixedDrawer{}, rec)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	go g.Tick(ctx)
+	g.PublishAll(ctx, time.Second)
+	n, seqs := rec.items()
+	if len(rec.batches) == 0 || n/len(rec.batches) < 10 {
+		t.Fatalf("%d integers in %d batches: want batches of tens at 1ms slots and 50ms wait", n, len(rec.batches))
+	}
+	for i, s := range seqs {
+		if s != uint64(i) {
+			t.Fatalf("sequence broken at %d: %v", i, seqs[max(0, i-3):i+1])
+		}
+	}
+}

@@ -30,6 +30,7 @@ type Options struct {
 	OnCoordinationLoss string
 	LeaseAhead         time.Duration
 	BatchMax           int
+	BatchWait          time.Duration
 	QueueSize          int
 	MaxPublishAge      time.Duration
 	PublishTimeout     time.Duration
@@ -62,6 +63,7 @@ func Flags() []cli.Flag {
 			Usage: "while Consul is unreachable: pause (emit nothing; keeps the no-collision guarantee) or mark (emit, flagged uncoordinated)"},
 		&cli.DurationFlag{Name: "lease-ahead", Value: d.LeaseAhead, EnvVars: env("lease-ahead"), Usage: "how far ahead a coordination lease reaches (a Consul round trip every quarter of it)"},
 		&cli.IntFlag{Name: "batch-max", Value: d.BatchMax, EnvVars: env("batch-max"), Usage: "most integers in one NSQ message (batches form only when publishing falls behind)"},
+		&cli.DurationFlag{Name: "batch-wait", Value: d.BatchWait, EnvVars: env("batch-wait"), Usage: "wait this long for more integers before publishing a batch (0: publish at once)"},
 		&cli.IntFlag{Name: "queue-size", Value: d.QueueSize, EnvVars: env("queue-size"), Usage: "integers held while nsqd is unreachable"},
 		&cli.DurationFlag{Name: "max-publish-age", Value: d.MaxPublishAge, EnvVars: env("max-publish-age"), Usage: "an integer not acknowledged by nsqd within this is given up (counted and logged)"},
 		&cli.DurationFlag{Name: "publish-timeout", Value: d.PublishTimeout, EnvVars: env("publish-timeout"), Usage: "time allowed for one publish to be acknowledged"},
@@ -116,6 +118,9 @@ func ReadOptions(c *cli.Context) (Options, error) {
 	}
 	if o.BatchMax = c.Int("batch-max"); o.BatchMax < 1 || o.BatchMax > wire.MaxItems {
 		return bad("batch-max", "%d: want 1..%d", o.BatchMax, wire.MaxItems)
+	}
+	if o.BatchWait = c.Duration("batch-wait"); o.BatchWait < 0 || o.BatchWait > time.Minute {
+		return bad("batch-wait", "%s: want 0..1m", o.BatchWait)
 	}
 	if o.QueueSize = c.Int("queue-size"); o.QueueSize < 1 {
 		return bad("queue-size", "%d: want at least 1", o.QueueSize)
