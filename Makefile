@@ -68,11 +68,11 @@ cleanup: stop ## stop the stack and delete its local data (.data/)
 ## --- test ----------------------------------------------------------------
 
 .PHONY: test
-test: tools lint test-go test-collisions ## everything CI runs: lint, unit, integration, end-to-end and collision tests
+test: tools lint test-go test-collisions test-faults ## everything CI runs: lint, unit, integration, end-to-end, collision and fault tests
 
 .PHONY: test-go
 test-go: tools ## unit, integration and end-to-end tests
-	go test -count=1 -timeout 20m -skip '^TestNoCollisions$$' ./...
+	go test -count=1 -timeout 20m -skip '^(TestNoCollisions|TestFaults)$$' ./...
 
 .PHONY: test-collisions
 test-collisions: tools ## generators on real Consul and nsqd, restarted and joined, audited by slot: 0 collisions
@@ -80,6 +80,13 @@ test-collisions: tools ## generators on real Consul and nsqd, restarted and join
 	@set -o pipefail; go test -count=1 -v -timeout 20m -run '^TestNoCollisions$$' ./test/collisions 2>&1 | tee .data/test-collisions.log \
 		| grep -E '^(--- |PASS|FAIL|ok )|collisions_test.go'
 	@grep -E '^slots=[0-9]+ collisions=0$$' .data/test-collisions.log | tail -1
+
+.PHONY: test-faults
+test-faults: tools ## SIGKILL every kind of process at seeded random moments: no integer lost or doubled (LOOPSTOCK_FAULT_SEED replays)
+	@mkdir -p .data
+	@set -o pipefail; go test -count=1 -v -timeout 20m -run '^TestFaults$$' ./test/faults 2>&1 | tee .data/test-faults.log \
+		| grep -E '^(seed=|\[ *[0-9.]+s\]|kills by kind|--- |PASS|FAIL|ok )|faults_test.go'
+	@grep -E '^kills=[0-9]+ windows=[0-9]+ accepted=[0-9]+ counted=[0-9]+ lost=0 doubled=0$$' .data/test-faults.log | tail -1
 
 .PHONY: test-unit
 test-unit: ## unit tests only (no servers)

@@ -86,8 +86,15 @@ const Every = 3 * time.Second
 func (r *Registrar) run(ctx context.Context) {
 	defer close(r.done)
 	registered := false
+	// The first round registers whatever the agent holds: a registration
+	// left by a crashed process with the same ID has a critical check,
+	// which a fresh registration resets.
+	first := true
 	for {
 		present, err := r.present()
+		if first && err == nil {
+			present, first = false, false
+		}
 		switch {
 		case err != nil:
 			if registered {

@@ -29,6 +29,9 @@ type Audit struct {
 	copies   int // messages including duplicates
 	junk     int
 	consumer *nsq.Consumer
+	// Tee, when set before messages arrive, receives a copy of some
+	// decodable messages (never blocking), for tests that re-publish them.
+	Tee chan []byte
 }
 
 type auditKey struct {
@@ -38,10 +41,16 @@ type auditKey struct {
 
 // StartAudit consumes topic on channel from nsqd directly.
 func StartAudit(t testing.TB, nsqdTCP, topic, channel string) *Audit {
+	return StartAuditWithTee(t, nsqdTCP, topic, channel, nil)
+}
+
+// StartAuditWithTee is StartAudit with a Tee channel.
+func StartAuditWithTee(t testing.TB, nsqdTCP, topic, channel string, tee chan []byte) *Audit {
 	t.Helper()
-	a := &Audit{seen: map[auditKey]Record{}}
+	a := &Audit{seen: map[auditKey]Record{}, Tee: tee}
 	cfg := nsq.NewConfig()
 	cfg.MaxInFlight = 1000
+	cfg.LookupdPollInterval = time.Second // also the reconnect delay after nsqd restarts
 	c, err := nsq.NewConsumer(topic, channel, cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -56,6 +65,12 @@ func StartAudit(t testing.TB, nsqdTCP, topic, channel string) *Audit {
 		if err := wire.Decode(m.Body, lim, &b); err != nil {
 			a.junk++
 			return nil
+		}
+		if a.Tee != nil {
+			select {
+			case a.Tee <- append([]byte(nil), m.Body...):
+			default:
+			}
 		}
 		for i, it := range b.Items {
 			a.seen[auditKey{b.Instance, b.Seq(i)}] = Record{Instance: b.Instance, Seq: b.Seq(i), Value: it.Value, EventMs: it.EventMs, Flags: b.Flags}

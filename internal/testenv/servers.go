@@ -17,17 +17,29 @@ type Consul struct {
 	Client   *consul.Client
 }
 
-// StartConsul starts a Consul dev agent and waits until it has a leader.
-func StartConsul(t testing.TB) *Consul {
+// StartConsul starts a Consul dev agent (state in memory) and waits until
+// it has a leader.
+func StartConsul(t testing.TB) *Consul { return startConsul(t, false) }
+
+// StartConsulServer starts a single-node Consul server that keeps its
+// state on disk, so it can be killed and restarted without losing KV data,
+// sessions or the Raft index (which fencing tokens come from).
+func StartConsulServer(t testing.TB) *Consul { return startConsul(t, true) }
+
+func startConsul(t testing.TB, persistent bool) *Consul {
 	t.Helper()
 	http := FreePort(t)
-	p := NewProc(t, "consul", Tool(t, "consul"), "agent", "-dev", "-node", "testnode",
+	mode := []string{"-dev"}
+	if persistent {
+		mode = []string{"-server", "-bootstrap-expect", "1", "-data-dir", t.TempDir(), "-hcl", "performance { raft_multiplier = 1 }"}
+	}
+	p := NewProc(t, "consul", Tool(t, "consul"), append(append([]string{"agent"}, mode...), "-node", "testnode",
 		"-bind", "127.0.0.1", "-client", "127.0.0.1",
 		"-http-port", strconv.Itoa(http), "-dns-port", "-1", "-grpc-port", "-1", "-grpc-tls-port", "-1",
 		"-server-port", strconv.Itoa(FreePort(t)), "-serf-lan-port", strconv.Itoa(FreePort(t)),
 		"-serf-wan-port", "-1", "-hcl", "disable_update_check = true", "-hcl", "enable_script_checks = true", // loopback-only test agent: lets tests register redis-cli ping checks
 
-		"-log-level", "warn")
+		"-log-level", "warn")...)
 	p.Start()
 	cfg := consul.DefaultConfig()
 	cfg.Address = Addr(http)
@@ -89,7 +101,7 @@ func StartNSQ(t testing.TB) *NSQ {
 		"-broadcast-address", "127.0.0.1", "-log-level", "warn")
 	n.NSQD = NewProc(t, "nsqd", Tool(t, "nsqd"), "-tcp-address", n.NSQDTCP, "-http-address", n.NSQDHTTP,
 		"-lookupd-tcp-address", n.LookupdTCP, "-broadcast-address", "127.0.0.1", "-data-path", t.TempDir(),
-		"-mem-queue-size", "0", "-log-level", "warn", "-sync-every", "1")
+		"-mem-queue-size", "0", "-log-level", "warn")
 	n.Lookupd.Start()
 	n.NSQD.Start()
 	WaitHTTP(t, "http://"+n.LookupdHTTP+"/ping")

@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -68,6 +67,9 @@ type StackOptions struct {
 	// Channels are created on the topic before anything is published, so
 	// an audit consumer sees every message.
 	Channels []string
+	// PersistentConsul runs a Consul server with its state on disk, for
+	// tests that kill and restart it.
+	PersistentConsul bool
 }
 
 // Topic is the topic the stacks use.
@@ -78,7 +80,11 @@ const Topic = "integers"
 func StartStack(t testing.TB, o StackOptions) *Stack {
 	t.Helper()
 	s := &Stack{t: t}
-	s.Consul = StartConsul(t)
+	if o.PersistentConsul {
+		s.Consul = StartConsulServer(t)
+	} else {
+		s.Consul = StartConsul(t)
+	}
 	s.NSQ = StartNSQ(t)
 	s.Redis = StartRedis(t)
 	s.NSQ.RegisterIn(t, s.Consul)
@@ -145,20 +151,4 @@ func (s *Stack) WaitHealthy(t testing.TB, timeout time.Duration) {
 			s.Consul.WaitPassing(t, name, n, timeout)
 		}
 	}
-}
-
-// Port returns the port of addr (host:port).
-func Port(addr string) int {
-	_, p, _ := cutLast(addr, ':')
-	n, _ := strconv.Atoi(p)
-	return n
-}
-
-func cutLast(s string, sep byte) (string, string, bool) {
-	for i := len(s) - 1; i >= 0; i-- {
-		if s[i] == sep {
-			return s[:i], s[i+1:], true
-		}
-	}
-	return s, "", false
 }

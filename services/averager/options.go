@@ -27,6 +27,7 @@ type Options struct {
 	APIService          string
 	WriteToken          string
 	MaxInFlight         int
+	MsgTimeout          time.Duration
 	LookupdPollInterval time.Duration
 	LeaderKey           string
 	SessionTTL          time.Duration
@@ -37,7 +38,7 @@ func NewOptions() Options {
 	return Options{
 		Window: 5 * time.Second, Grace: 500 * time.Millisecond, MaxLateness: 10 * time.Minute, MaxFuture: time.Minute,
 		Min: 1, Max: 10000, Topic: "integers", Channel: "averager", DeadLetterTopic: "integers-dead-letter",
-		LookupdService: "nsqlookupd", NSQDService: "nsqd", APIService: "integer-api", MaxInFlight: 2500,
+		LookupdService: "nsqlookupd", NSQDService: "nsqd", APIService: "integer-api", MaxInFlight: 2500, MsgTimeout: 15 * time.Second,
 		LookupdPollInterval: 5 * time.Second, LeaderKey: "loopstock/integeraverage-cal/leader", SessionTTL: 10 * time.Second,
 	}
 }
@@ -61,6 +62,8 @@ func Flags() []cli.Flag {
 		&cli.StringFlag{Name: "api-service", Value: d.APIService, EnvVars: env("api-service"), Usage: "Consul service name of integer-api"},
 		&cli.StringFlag{Name: "write-token", EnvVars: env("write-token"), Usage: "shared token for integer-api's window writes (required)"},
 		&cli.IntFlag{Name: "max-in-flight", Value: d.MaxInFlight, EnvVars: env("max-in-flight"), Usage: "NSQ messages held at once (they wait for their window to be stored)"},
+		&cli.DurationFlag{Name: "msg-timeout", Value: d.MsgTimeout, EnvVars: env("msg-timeout"),
+			Usage: "nsqd redelivers a message not touched or finished for this long: how soon a crashed averager's messages come back (held ones are touched)"},
 		&cli.DurationFlag{Name: "lookupd-poll-interval", Value: d.LookupdPollInterval, EnvVars: env("lookupd-poll-interval"), Usage: "how often nsqlookupd is asked for nsqd producers"},
 		&cli.StringFlag{Name: "leader-key", Value: d.LeaderKey, EnvVars: env("leader-key"), Usage: "Consul KV key of the active-averager lock"},
 		&cli.DurationFlag{Name: "session-ttl", Value: d.SessionTTL, EnvVars: env("session-ttl"), Usage: "TTL of the leader lock's Consul session"},
@@ -121,6 +124,9 @@ func ReadOptions(c *cli.Context) (Options, error) {
 	}
 	if o.MaxInFlight = c.Int("max-in-flight"); o.MaxInFlight < 1 || o.MaxInFlight > 100000 {
 		return bad("max-in-flight", "%d: want 1..100000", o.MaxInFlight)
+	}
+	if o.MsgTimeout = c.Duration("msg-timeout"); o.MsgTimeout < 3*time.Second || o.MsgTimeout > 15*time.Minute {
+		return bad("msg-timeout", "%s: want 3s..15m (nsqd's --max-msg-timeout)", o.MsgTimeout)
 	}
 	if o.LookupdPollInterval = c.Duration("lookupd-poll-interval"); o.LookupdPollInterval < 100*time.Millisecond {
 		return bad("lookupd-poll-interval", "%s: want at least 100ms", o.LookupdPollInterval)

@@ -68,7 +68,7 @@ func Run(ctx context.Context, o Options, log *logrus.Entry) error {
 
 	cfg := Config{
 		Window: o.Window, Grace: o.Grace, MaxLateness: o.MaxLateness, MaxFuture: o.MaxFuture,
-		Limits: wire.Limits{Min: o.Min, Max: o.Max}, TouchEvery: 20 * time.Second, FlushEvery: 100 * time.Millisecond,
+		Limits: wire.Limits{Min: o.Min, Max: o.Max}, TouchEvery: o.MsgTimeout / 3, FlushEvery: 100 * time.Millisecond,
 	}
 	var runErr error
 	for runCtx.Err() == nil {
@@ -122,7 +122,7 @@ func lead(ctx context.Context, term *leader.Term, o Options, cfg Config, lookupd
 
 	ncfg := nsq.NewConfig()
 	ncfg.MaxInFlight = o.MaxInFlight
-	ncfg.MsgTimeout = time.Minute
+	ncfg.MsgTimeout = o.MsgTimeout
 	ncfg.LookupdPollInterval = o.LookupdPollInterval
 	ncfg.DefaultRequeueDelay = time.Second
 	consumer, err := nsq.NewConsumer(o.Topic, o.Channel, ncfg)
