@@ -92,6 +92,10 @@ test-faults: tools ## SIGKILL every kind of process at seeded random moments: no
 test-unit: ## unit tests only (no servers)
 	go test -count=1 -short ./...
 
+.PHONY: bench
+bench: tools ## Go benchmarks: wire decoding, the permutation, coordination cost per value
+	go test -run '^$$' -bench . -benchmem ./...
+
 .PHONY: lint
 lint: ## go vet, gofmt and go mod tidy must leave nothing to change
 	go vet ./...
