@@ -65,6 +65,26 @@ ports: ## print the URLs and ports of the local stack
 cleanup: stop ## stop the stack and delete its local data (.data/)
 	rm -rf .data
 
+## --- nomad ---------------------------------------------------------------
+
+.PHONY: nomad-run
+nomad-run: build tools ## run every job in nomad/ (dev agents on 127.0.0.1, or $$NOMAD_ADDR)
+	@scripts/nomad-run
+
+.PHONY: nomad-stop
+nomad-stop: ## stop the jobs (and the dev agents nomad-run started)
+	@scripts/nomad-stop
+
+.PHONY: dist
+dist: ## release tarballs for the cluster's exec driver, with SHA256SUMS, in dist/
+	@rm -rf dist && mkdir -p dist
+	@for arch in amd64 arm64; do \
+		dir=dist/loopstock_$(VERSION)_linux_$$arch; mkdir -p $$dir; \
+		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch go build -trimpath -ldflags '$(LDFLAGS)' -o $$dir/ $(addprefix ./cmd/,$(SERVICES)) || exit 1; \
+		tar -C $$dir -czf $$dir.tar.gz --owner=0 --group=0 --mtime='2000-01-01' $(SERVICES) && rm -rf $$dir; \
+	done
+	@cd dist && sha256sum *.tar.gz > SHA256SUMS && cat SHA256SUMS
+
 ## --- test ----------------------------------------------------------------
 
 .PHONY: test

@@ -81,7 +81,8 @@ func Campaign(ctx context.Context, client *consul.Client, o Options, log *logrus
 			return nil, ctx.Err()
 		case <-time.After(backoff):
 		}
-		backoff = min(backoff*2, 5*time.Second)
+		// A short cap: a standby must be back in the race soon after Consul is.
+		backoff = min(backoff*2, time.Second)
 	}
 }
 

@@ -51,6 +51,8 @@ func StartAuditWithTee(t testing.TB, nsqdTCP, topic, channel string, tee chan []
 	cfg := nsq.NewConfig()
 	cfg.MaxInFlight = 1000
 	cfg.LookupdPollInterval = time.Second // also the reconnect delay after nsqd restarts
+	cfg.OutputBufferSize = -1             // as the averager: nothing waits in nsqd's write buffer
+	cfg.OutputBufferTimeout = -1
 	c, err := nsq.NewConsumer(topic, channel, cfg)
 	if err != nil {
 		t.Fatal(err)

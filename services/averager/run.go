@@ -125,6 +125,11 @@ func lead(ctx context.Context, term *leader.Term, o Options, cfg Config, lookupd
 	ncfg.MsgTimeout = o.MsgTimeout
 	ncfg.LookupdPollInterval = o.LookupdPollInterval
 	ncfg.DefaultRequeueDelay = time.Second
+	// Unbuffered delivery: nsqd otherwise holds messages in its write
+	// buffer for up to 250 ms after taking them off its disk queue, and a
+	// SIGKILL of nsqd then loses them for this channel.
+	ncfg.OutputBufferSize = -1
+	ncfg.OutputBufferTimeout = -1
 	consumer, err := nsq.NewConsumer(o.Topic, o.Channel, ncfg)
 	if err != nil {
 		return fmt.Errorf("nsq consumer: %w", err)

@@ -1,6 +1,8 @@
 package integerapi
 
 import (
+	"time"
+
 	"github.com/urfave/cli/v2"
 
 	"github.com/loopstock/loopstock/internal/cliflags"
@@ -18,6 +20,7 @@ type Options struct {
 	KeyPrefix     string
 	Retention     int
 	WriteToken    string
+	ShutdownDelay time.Duration
 }
 
 // NewOptions returns the defaults.
@@ -36,6 +39,8 @@ func Flags() []cli.Flag {
 		&cli.StringFlag{Name: "key-prefix", Value: d.KeyPrefix, EnvVars: env("key-prefix"), Usage: "prefix of every Redis key"},
 		&cli.IntFlag{Name: "retention", Value: d.Retention, EnvVars: env("retention"), Usage: "windows kept (17280 = one day of 5 s windows); keep it longer than the averager's --max-lateness"},
 		&cli.StringFlag{Name: "write-token", EnvVars: env("write-token"), Usage: "token the averager must send to write windows (required)"},
+		&cli.DurationFlag{Name: "shutdown-delay", Value: d.ShutdownDelay, EnvVars: env("shutdown-delay"),
+			Usage: "on SIGTERM, keep serving this long after leaving Consul (clients that just looked it up still get answers)"},
 	)
 }
 
@@ -64,6 +69,9 @@ func ReadOptions(c *cli.Context) (Options, error) {
 	}
 	if o.WriteToken = c.String("write-token"); len(o.WriteToken) < 8 {
 		return bad("write-token", "missing or shorter than 8 characters: set a shared secret (the averager sends the same)")
+	}
+	if o.ShutdownDelay = c.Duration("shutdown-delay"); o.ShutdownDelay < 0 || o.ShutdownDelay > time.Minute {
+		return bad("shutdown-delay", "%s: want 0..1m", o.ShutdownDelay)
 	}
 	return o, nil
 }

@@ -63,6 +63,11 @@ func Run(ctx context.Context, o Options, log *logrus.Entry) error {
 		runErr = fmt.Errorf("http server: %w", err)
 	}
 	log.Info("stopping")
+	if o.ShutdownDelay > 0 {
+		rt.Deregister()
+		log.WithField("shutdown_delay", o.ShutdownDelay).Info("left consul; still serving")
+		time.Sleep(o.ShutdownDelay)
+	}
 	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer scancel()
 	if err := rt.Close(sctx); err != nil && runErr == nil {

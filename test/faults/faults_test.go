@@ -245,6 +245,8 @@ func (f *faultRun) backlog(d time.Duration) {
 // gracefulHandover stops the active averager with SIGTERM: another must be
 // active within 2s.
 func (f *faultRun) gracefulHandover() {
+	f.s.WaitHealthy(f.t, 60*time.Second) // a standby that is itself recovering is not the case measured
+	time.Sleep(2 * time.Second)         // and campaigning again (a blocking query on the lock) once healthy
 	l := f.leader()
 	if l == nil {
 		f.waitLeader(30 * time.Second)

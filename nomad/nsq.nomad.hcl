@@ -1,0 +1,230 @@
+# NSQ's directory and admin: nsqlookupd (three, on distinct nodes) and
+# nsqadmin. nsqd runs on every client node (nsqd.nomad.hcl). Nomad registers
+# these in Consul with their checks; nsqadmin finds the nsqlookupd instances
+# through Consul (a template), never through addresses in this file.
+
+job "nsq" {
+  datacenters = var.datacenters
+  type        = "service"
+
+  update {
+    max_parallel      = 1
+    health_check      = "checks"
+    min_healthy_time  = "10s"
+    healthy_deadline  = "2m"
+    progress_deadline = "5m"
+    auto_revert       = true
+  }
+
+  group "nsqlookupd" {
+    count = var.counts["nsqlookupd"]
+
+    constraint {
+      operator = "distinct_hosts"
+      value    = "true"
+    }
+
+    network {
+      port "http" {}
+      port "tcp" {}
+    }
+
+    restart {
+      attempts = 5
+      interval = "5m"
+      delay    = "5s"
+      mode     = "delay"
+    }
+
+    reschedule {
+      delay          = "10s"
+      delay_function = "exponential"
+      max_delay      = "2m"
+      unlimited      = true
+    }
+
+    # Consumers and nsqadmin use the HTTP port; nsqd registers on the TCP one.
+    service {
+      name = "nsqlookupd"
+      port = "http"
+      meta {
+        tcp_port = "${NOMAD_PORT_tcp}"
+      }
+      check {
+        type     = "http"
+        path     = "/ping"
+        interval = "5s"
+        timeout  = "2s"
+      }
+    }
+
+    task "nsqlookupd" {
+      driver = var.driver
+
+      dynamic "artifact" {
+        for_each = local.nsq
+        content {
+          source = artifact.value.source
+          options {
+            checksum = artifact.value.checksum
+          }
+        }
+      }
+
+      config {
+        command = "${local.nsq_bin}/nsqlookupd"
+        args = [
+          "-http-address=${NOMAD_ADDR_http}",
+          "-tcp-address=${NOMAD_ADDR_tcp}",
+          "-broadcast-address=${NOMAD_IP_http}",
+        ]
+      }
+
+      kill_timeout = "10s"
+
+      resources {
+        cpu    = 100
+        memory = 64
+      }
+    }
+  }
+
+  group "nsqadmin" {
+    count = 1
+
+    network {
+      port "http" {}
+    }
+
+    restart {
+      attempts = 5
+      interval = "5m"
+      delay    = "5s"
+      mode     = "delay"
+    }
+
+    reschedule {
+      delay          = "10s"
+      delay_function = "exponential"
+      max_delay      = "2m"
+      unlimited      = true
+    }
+
+    service {
+      name = "nsqadmin"
+      port = "http"
+      check {
+        type     = "http"
+        path     = "/ping"
+        interval = "10s"
+        timeout  = "2s"
+      }
+    }
+
+    task "nsqadmin" {
+      driver = var.driver
+
+      dynamic "artifact" {
+        for_each = local.nsq
+        content {
+          source = artifact.value.source
+          options {
+            checksum = artifact.value.checksum
+          }
+        }
+      }
+
+      config {
+        command = "${local.nsq_bin}/nsqadmin"
+        args    = ["-config=${NOMAD_TASK_DIR}/nsqadmin.cfg"]
+      }
+
+      template {
+        data        = <<-EOT
+          http_address = "{{ env "NOMAD_ADDR_http" }}"
+          nsqlookupd_http_addresses = [{{ range $i, $s := service "nsqlookupd" }}{{ if $i }}, {{ end }}"{{ $s.Address }}:{{ $s.Port }}"{{ end }}]
+        EOT
+        destination = "local/nsqadmin.cfg"
+        change_mode = "restart"
+      }
+
+      kill_timeout = "10s"
+
+      resources {
+        cpu    = 100
+        memory = 64
+      }
+    }
+  }
+}
+
+# ---- variables shared by every job file (the var files in vars/ set them) ----
+
+variable "datacenters" {
+  description = "Datacenters the job may run in."
+  type        = list(string)
+  default     = ["dc1"]
+}
+
+variable "driver" {
+  description = "Task driver of the Go services and NSQ: exec on the cluster, raw_exec on a dev agent."
+  type        = string
+  default     = "exec"
+}
+
+variable "bin_dir" {
+  description = "Dev agent only: absolute path of the binaries make build and make tools produced (.bin). Empty: download the release artifacts."
+  type        = string
+  default     = ""
+}
+
+variable "release_url" {
+  description = "URL of the loopstock release tarball that make dist builds (loopstock_VERSION_linux_amd64.tar.gz)."
+  type        = string
+  default     = "http://artifacts.service.consul/loopstock/loopstock_0.1.0_linux_amd64.tar.gz"
+}
+
+variable "release_sha256" {
+  description = "SHA-256 of the release tarball (from make dist's SHA256SUMS)."
+  type        = string
+  default     = ""
+}
+
+variable "nsq_url" {
+  description = "URL of the NSQ v1.3.0 release tarball for linux-amd64."
+  type        = string
+  default     = "http://artifacts.service.consul/nsq/nsq-1.3.0.linux-amd64.go1.21.5.tar.gz"
+}
+
+variable "nsq_sha256" {
+  description = "SHA-256 of the NSQ release tarball."
+  type        = string
+  default     = ""
+}
+
+variable "redis_driver" {
+  description = "docker (the official image, on the cluster) or exec (the host's redis-server, on a dev agent)."
+  type        = string
+  default     = "docker"
+}
+
+variable "consul_http_addr" {
+  description = "The local Consul agent's HTTP API, as the services reach it."
+  type        = string
+  default     = "127.0.0.1:8500"
+}
+
+variable "counts" {
+  description = "Instances per group."
+  type        = map(number)
+  default     = { nsqlookupd = 3, integer_gen = 2, averager = 2, api = 2 }
+}
+
+locals {
+  # Where a task finds its binary: the dev agent's .bin, or the unpacked artifact.
+  bin     = var.bin_dir != "" ? var.bin_dir : "local"
+  nsq_bin = var.bin_dir != "" ? var.bin_dir : "local/nsq-1.3.0.linux-amd64.go1.21.5/bin"
+  # Artifacts are downloaded only when no bin_dir is given.
+  release = var.bin_dir != "" ? [] : [{ source = var.release_url, checksum = "sha256:${var.release_sha256}" }]
+  nsq     = var.bin_dir != "" ? [] : [{ source = var.nsq_url, checksum = "sha256:${var.nsq_sha256}" }]
+}

@@ -1,0 +1,13 @@
+# A single Linux host running Nomad and Consul dev agents, no Docker:
+# make nomad-run adds -var bin_dir=<repo>/.bin, so the tasks run the
+# binaries that make build and make tools produced.
+datacenters      = ["dc1"]
+driver           = "raw_exec"
+redis_driver     = "exec"
+consul_http_addr = "127.0.0.1:8500"
+counts = {
+  nsqlookupd  = 1
+  integer_gen = 2
+  averager    = 2
+  api         = 2
+}
