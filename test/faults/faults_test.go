@@ -246,7 +246,7 @@ func (f *faultRun) backlog(d time.Duration) {
 // active within 2s.
 func (f *faultRun) gracefulHandover() {
 	f.s.WaitHealthy(f.t, 60*time.Second) // a standby that is itself recovering is not the case measured
-	time.Sleep(2 * time.Second)         // and campaigning again (a blocking query on the lock) once healthy
+	time.Sleep(2 * time.Second)          // and campaigning again (a blocking query on the lock) once healthy
 	l := f.leader()
 	if l == nil {
 		f.waitLeader(30 * time.Second)
