@@ -1,0 +1,63 @@
+# An example cluster on AWS: 3 servers, 2 clients.
+#   tofu init && tofu apply -var 'ssh_authorized_key=…' -var 'ssh_cidrs=["203.0.113.7/32"]'
+# Keep the state in an encrypted backend with restricted access: it holds
+# the cluster's CA key, gossip keys and ACL tokens.
+
+terraform {
+  required_version = ">= 1.5.0"
+  required_providers {
+    aws = {
+      source  = "hashicorp/aws"
+      version = ">= 5.0, < 7.0"
+    }
+  }
+}
+
+provider "aws" {
+  region = var.region
+}
+
+variable "region" {
+  type        = string
+  default     = "eu-central-1"
+  description = "AWS region."
+}
+
+variable "ssh_authorized_key" {
+  type        = string
+  default     = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExampleExampleExampleExampleExampleExa operator@example"
+  description = "Your SSH public key (its private key in your ssh-agent)."
+}
+
+variable "ssh_cidrs" {
+  type        = list(string)
+  default     = ["203.0.113.7/32"]
+  description = "Your address or VPN range."
+}
+
+module "loopstock" {
+  source = "../../modules/aws"
+
+  cluster_name         = "loopstock-demo"
+  server_count         = 3
+  client_count         = 2
+  os_image             = "flatcar-stable"
+  ssh_authorized_key   = var.ssh_authorized_key
+  ssh_cidrs            = var.ssh_cidrs
+  consul_version       = "1.20.2"
+  nomad_version        = "1.9.5"
+  consul_sysext_sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
+  nomad_sysext_sha256  = "0000000000000000000000000000000000000000000000000000000000000000"
+}
+
+output "consul_ui" {
+  value = module.loopstock.consul_ui
+}
+
+output "nomad_ui" {
+  value = module.loopstock.nomad_ui
+}
+
+output "servers" {
+  value = module.loopstock.server_addresses
+}

@@ -1,0 +1,13 @@
+terraform {
+  required_version = ">= 1.5.0"
+  required_providers {
+    aws = {
+      source  = "hashicorp/aws"
+      version = ">= 5.0, < 7.0"
+    }
+    ct = {
+      source  = "poseidon/ct"
+      version = "~> 0.13"
+    }
+  }
+}
