@@ -85,10 +85,38 @@ dist: ## release tarballs for the cluster's exec driver, with SHA256SUMS, in dis
 	done
 	@cd dist && sha256sum *.tar.gz > SHA256SUMS && cat SHA256SUMS
 
+## --- vagrant (a local Flatcar cluster; see docs/provisioning.md) ----------
+
+CONSUL_VERSION ?= 1.20.2
+NOMAD_VERSION  ?= 1.9.5
+VAGRANT_OUT    := .vagrant/loopstock
+
+.PHONY: vagrant-assets
+vagrant-assets: ## download the Consul and Nomad sysext images once (then vagrant up works offline)
+	@CONSUL_VERSION=$(CONSUL_VERSION) NOMAD_VERSION=$(NOMAD_VERSION) scripts/vagrant-assets
+
+.PHONY: vagrant-config
+vagrant-config: ## render each VM's Ignition from ignition/ and its secrets (vagrant up runs it)
+	@go run ./cmd/vagrant-config --out $(VAGRANT_OUT) --ssh-key-file "$(VAGRANT_PUBKEY)" \
+		--consul-version $(CONSUL_VERSION) --nomad-version $(NOMAD_VERSION)
+
+.PHONY: vagrant-serve
+vagrant-serve: ## serve $(VAGRANT_OUT)/www on 127.0.0.1:8088 for the VMs (vagrant up runs it)
+	@if [ -f $(VAGRANT_OUT)/serve.pid ] && kill -0 $$(cat $(VAGRANT_OUT)/serve.pid) 2>/dev/null; then exit 0; fi; \
+		python3 -m http.server 8088 --bind 127.0.0.1 --directory $(VAGRANT_OUT)/www >$(VAGRANT_OUT)/serve.log 2>&1 & echo $$! > $(VAGRANT_OUT)/serve.pid
+
+.PHONY: vagrant-serve-stop
+vagrant-serve-stop:
+	@[ -f $(VAGRANT_OUT)/serve.pid ] && kill $$(cat $(VAGRANT_OUT)/serve.pid) 2>/dev/null; rm -f $(VAGRANT_OUT)/serve.pid
+
 ## --- test ----------------------------------------------------------------
 
 .PHONY: test
-test: tools lint test-go test-collisions test-faults ## everything CI runs: lint, unit, integration, end-to-end, collision and fault tests
+test: tools lint test-vagrantfile test-go test-collisions test-faults ## everything CI runs: lint, unit, integration, end-to-end, collision and fault tests
+
+.PHONY: test-vagrantfile
+test-vagrantfile: ## ruby -c and vagrant validate of the Vagrantfile (installs Debian's vagrant if missing)
+	@scripts/check-vagrantfile
 
 .PHONY: test-go
 test-go: tools ## unit, integration and end-to-end tests

@@ -6,84 +6,53 @@ package ignition
 
 import (
 	"bytes"
+	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/coreos/butane/config"
-	"github.com/coreos/butane/config/common"
-	ignconfig "github.com/coreos/ignition/v2/config"
-	"github.com/hashicorp/hcl/v2"
-	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/zclconf/go-cty/cty"
+
+	"github.com/loopstock/loopstock/internal/flatcar"
 )
 
-// exampleVars are what the Terraform modules pass (terraform/modules/*).
-var exampleVars = map[string]cty.Value{
-	"ssh_authorized_key":   cty.StringVal("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExampleExampleExampleExampleExampleExa user@example"),
-	"ntp_servers":          cty.StringVal("0.flatcar.pool.ntp.org 1.flatcar.pool.ntp.org"),
-	"flatcar_channel":      cty.StringVal("stable"),
-	"datacenter":           cty.StringVal("dc1"),
-	"server_count":         cty.NumberIntVal(3),
-	"retry_join":           cty.StringVal(`["provider=aws tag_key=loopstock-cluster tag_value=demo"]`),
-	"role":                 cty.StringVal("server"),
-	"bootstrap":            cty.True,
-	"consul_version":       cty.StringVal("1.20.2"),
-	"nomad_version":        cty.StringVal("1.9.5"),
-	"sysext_base_url":      cty.StringVal("https://sysext.example.org/releases"),
-	"consul_sysext_sha256": cty.StringVal(strings.Repeat("ab", 32)),
-	"nomad_sysext_sha256":  cty.StringVal(strings.Repeat("cd", 32)),
+// exampleVars are what the Terraform module ignition/ passes.
+func exampleVars(role string) map[string]cty.Value {
+	return map[string]cty.Value{
+		"ssh_authorized_key":   cty.StringVal("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExampleExampleExampleExampleExampleExa user@example"),
+		"ntp_servers":          cty.StringVal("0.flatcar.pool.ntp.org 1.flatcar.pool.ntp.org"),
+		"flatcar_channel":      cty.StringVal("stable"),
+		"datacenter":           cty.StringVal("dc1"),
+		"server_count":         cty.NumberIntVal(3),
+		"retry_join":           cty.StringVal(`["provider=aws tag_key=loopstock-cluster tag_value=demo"]`),
+		"role":                 cty.StringVal(role),
+		"bootstrap":            cty.BoolVal(role == "server"),
+		"consul_version":       cty.StringVal("1.20.2"),
+		"nomad_version":        cty.StringVal("1.9.5"),
+		"sysext_base_url":      cty.StringVal("https://sysext.example.org/releases"),
+		"consul_sysext_sha256": cty.StringVal(strings.Repeat("ab", 32)),
+		"nomad_sysext_sha256":  cty.StringVal(strings.Repeat("cd", 32)),
+	}
 }
 
-// Render is Terraform's templatefile: HCL template syntax over vars.
-func Render(name string, src []byte, vars map[string]cty.Value) ([]byte, hcl.Diagnostics) {
-	expr, diags := hclsyntax.ParseTemplate(src, name, hcl.Pos{Line: 1, Column: 1})
-	if diags.HasErrors() {
-		return nil, diags
-	}
-	v, diags := expr.Value(&hcl.EvalContext{Variables: vars})
-	if diags.HasErrors() {
-		return nil, diags
-	}
-	return []byte(v.AsString()), nil
-}
-
-// Check renders, translates (strict) and validates one Butane source.
-func Check(name string, src []byte) error {
-	rendered, diags := Render(name, src, exampleVars)
-	if diags.HasErrors() {
-		return diags
-	}
-	out, rep, err := config.TranslateBytes(rendered, common.TranslateBytesOptions{Pretty: true})
+func check(name string, src []byte, role string) error {
+	rendered, err := flatcar.Render(name, src, exampleVars(role))
 	if err != nil {
 		return err
 	}
-	if len(rep.Entries) > 0 { // strict: warnings count
-		return &reportError{rep.String()}
-	}
-	_, irep, err := ignconfig.Parse(out)
-	if err != nil {
-		return err
-	}
-	if len(irep.Entries) > 0 {
-		return &reportError{irep.String()}
-	}
-	return nil
+	_, err = flatcar.Translate(name, rendered)
+	return err
 }
-
-type reportError struct{ s string }
-
-func (e *reportError) Error() string { return e.s }
 
 func sources(t *testing.T) []string {
 	files, _ := filepath.Glob("*.yaml")
 	snippets, _ := filepath.Glob("snippets/*.yaml")
-	all := append(files, snippets...)
-	if len(files) < 2 || len(snippets) < 5 {
-		t.Fatalf("butane sources: %v", all)
+	if len(files) != 2 || len(snippets) != len(flatcar.Snippets) {
+		t.Fatalf("butane sources: %v %v; the snippets must be those flatcar.Snippets and the terraform module list", files, snippets)
 	}
-	return all
+	return append(files, snippets...)
 }
 
 func TestEveryButaneSourceTranslatesStrictlyAndValidates(t *testing.T) {
@@ -93,10 +62,27 @@ func TestEveryButaneSourceTranslatesStrictlyAndValidates(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, role := range []string{"server", "client"} {
-			exampleVars["role"] = cty.StringVal(role)
-			if err := Check(f, src); err != nil {
+			if err := check(f, src, role); err != nil {
 				t.Errorf("%s (role %s):\n%v", f, role, err)
 			}
+		}
+	}
+}
+
+func TestNodesMergeAllSnippets(t *testing.T) {
+	for _, role := range []string{"server", "client"} {
+		out, err := flatcar.Node(".", role, exampleVars(role))
+		if err != nil {
+			t.Fatalf("%s: %v", role, err)
+		}
+		for _, want := range []string{"/etc/consul.d/consul.hcl", "/etc/flatcar/update.conf", "/etc/systemd/journald.conf.d/10-limits.conf",
+			"/etc/extensions/consul.raw", "loopstock-reboot.timer", "ssh-ed25519"} {
+			if !bytes.Contains(out, []byte(want)) {
+				t.Errorf("%s config lacks %s", role, want)
+			}
+		}
+		if bytes.Contains(out, []byte("BEGIN EC PRIVATE KEY")) || bytes.Contains(out, []byte("encrypt =")) {
+			t.Errorf("%s config holds a secret: secrets never go in user data", role)
 		}
 	}
 }
@@ -107,7 +93,7 @@ func TestAMisspeltKeyFails(t *testing.T) {
 	if bytes.Equal(bad, src) {
 		t.Fatal("the test's edit did not apply")
 	}
-	if err := Check("client.yaml", bad); err == nil {
+	if err := check("client.yaml", bad, "client"); err == nil {
 		t.Fatal("a misspelt Butane key was accepted")
 	}
 }
@@ -117,5 +103,58 @@ func TestNoGeneratedIgnitionIsCommitted(t *testing.T) {
 		if m, _ := filepath.Glob(pattern); len(m) > 0 {
 			t.Errorf("generated Ignition committed: %v (Terraform renders it with ct_config)", m)
 		}
+	}
+}
+
+func TestVagrantStubFitsVirtualBox(t *testing.T) {
+	stub := flatcar.Stub("http://10.0.2.2:8088/ignition/client12.ign")
+	if len(stub) > 1024 {
+		t.Fatalf("stub of %d bytes: VirtualBox passes at most 1 KiB", len(stub))
+	}
+	if err := flatcar.Validate("stub", stub); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The Vagrant cluster's preparation, end to end, with stand-in sysext images.
+func TestVagrantConfig(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds a command")
+	}
+	out := t.TempDir()
+	os.MkdirAll(filepath.Join(out, "www", "sysext"), 0o755)
+	os.WriteFile(filepath.Join(out, "www", "sysext", "consul-1.20.2-x86-64.raw"), []byte("consul image"), 0o644)
+	os.WriteFile(filepath.Join(out, "www", "sysext", "nomad-1.9.5-x86-64.raw"), []byte("nomad image"), 0o644)
+	key := filepath.Join(out, "key.pub")
+	os.WriteFile(key, []byte("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExampleExampleExampleExampleExampleExa vagrant\n"), 0o644)
+	cmd := exec.Command("go", "run", "../cmd/vagrant-config", "--out", out, "--ignition", ".", "--ssh-key-file", key)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("vagrant-config: %v\n%s", err, b)
+	}
+	for _, n := range []string{"server1", "client1", "client2"} {
+		full, err := os.ReadFile(filepath.Join(out, "www", "ignition", n+".ign"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var cfg map[string]any
+		if json.Unmarshal(full, &cfg) != nil || flatcar.Validate(n, full) != nil {
+			t.Errorf("%s: invalid full config", n)
+		}
+		stub, _ := os.ReadFile(filepath.Join(out, n+"-stub.ign"))
+		if len(stub) > 1024 || !bytes.Contains(stub, []byte("/ignition/"+n+".ign")) {
+			t.Errorf("%s: stub %q", n, stub)
+		}
+		script, _ := os.ReadFile(filepath.Join(out, n+"-install-secrets"))
+		if !bytes.Contains(script, []byte("/etc/loopstock/secrets/ca.pem")) || !bytes.Contains(script, []byte("touch /etc/loopstock/secrets/ready")) {
+			t.Errorf("%s: install script incomplete", n)
+		}
+		if (n == "server1") != bytes.Contains(script, []byte("consul-bootstrap.token")) {
+			t.Errorf("%s: the bootstrap token goes to the first server only", n)
+		}
+	}
+	first, _ := os.ReadFile(filepath.Join(out, "ca.pem"))
+	exec.Command("go", "run", "../cmd/vagrant-config", "--out", out, "--ignition", ".", "--ssh-key-file", key).Run()
+	if again, _ := os.ReadFile(filepath.Join(out, "ca.pem")); !bytes.Equal(first, again) || len(first) == 0 {
+		t.Error("a second run changed the cluster's CA")
 	}
 }

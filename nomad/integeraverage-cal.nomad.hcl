@@ -59,6 +59,8 @@ job "integeraverage-cal" {
       }
 
       env {
+        CONSUL_HTTP_SSL                   = var.consul_tls ? "true" : "false"
+        CONSUL_CACERT                     = var.consul_tls ? "${NOMAD_SECRETS_DIR}/consul-ca.pem" : ""
         CONSUL_HTTP_ADDR                  = var.consul_http_addr
         INTEGERAVERAGE_CAL_HTTP_ADDR      = "${NOMAD_ADDR_http}"
         INTEGERAVERAGE_CAL_ADVERTISE_ADDR = "${NOMAD_IP_http}"
@@ -72,6 +74,25 @@ job "integeraverage-cal" {
         EOT
         destination = "secrets/token.env"
         env         = true
+        change_mode = "restart"
+      }
+
+      # Consul ACL token and CA, from the job's Nomad variable (make nomad-run
+      # writes it; on the cluster: consul_token and consul_ca).
+      template {
+        data        = <<-EOT
+          {{ with nomadVar "nomad/jobs/integeraverage-cal" }}CONSUL_HTTP_TOKEN={{ .consul_token }}{{ end }}
+        EOT
+        destination = "secrets/consul.env"
+        env         = true
+        change_mode = "restart"
+      }
+
+      template {
+        data        = <<-EOT
+          {{ with nomadVar "nomad/jobs/integeraverage-cal" }}{{ .consul_ca }}{{ end }}
+        EOT
+        destination = "secrets/consul-ca.pem"
         change_mode = "restart"
       }
 
@@ -140,6 +161,12 @@ variable "consul_http_addr" {
   description = "The local Consul agent's HTTP API, as the services reach it."
   type        = string
   default     = "127.0.0.1:8500"
+}
+
+variable "consul_tls" {
+  description = "The local Consul agent speaks HTTPS (the cluster): the services get its CA and their ACL token from their Nomad variable."
+  type        = bool
+  default     = true
 }
 
 variable "counts" {

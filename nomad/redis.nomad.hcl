@@ -202,6 +202,12 @@ variable "consul_http_addr" {
   default     = "127.0.0.1:8500"
 }
 
+variable "consul_tls" {
+  description = "The local Consul agent speaks HTTPS (the cluster): the services get its CA and their ACL token from their Nomad variable."
+  type        = bool
+  default     = true
+}
+
 variable "counts" {
   description = "Instances per group."
   type        = map(number)

@@ -5,6 +5,7 @@ datacenters      = ["dc1"]
 driver           = "raw_exec"
 redis_driver     = "exec"
 consul_http_addr = "127.0.0.1:8500"
+consul_tls       = false
 counts = {
   nsqlookupd  = 1
   integer_gen = 2
