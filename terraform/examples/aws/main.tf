@@ -61,3 +61,13 @@ output "nomad_ui" {
 output "servers" {
   value = module.loopstock.server_addresses
 }
+
+output "nomad_bootstrap_token" {
+  value     = module.loopstock.nomad_bootstrap_token
+  sensitive = true
+}
+
+output "loopstock_consul_token" {
+  value     = module.loopstock.loopstock_consul_token
+  sensitive = true
+}

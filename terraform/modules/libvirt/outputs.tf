@@ -27,3 +27,15 @@ output "provisioned" {
   description = "Every host has its secrets."
   value       = module.provision.done
 }
+
+output "loopstock_consul_token" {
+  description = "The services' Consul ACL token (CONSUL_TOKEN for make nomad-run)."
+  sensitive   = true
+  value       = module.secrets.tokens["loopstock"].secret
+}
+
+output "nomad_bootstrap_token" {
+  description = "Nomad's management token (NOMAD_TOKEN for operators)."
+  sensitive   = true
+  value       = module.secrets.tokens["nomad-bootstrap"].secret
+}
