@@ -97,6 +97,7 @@ type Aggregator struct {
 
 	buckets map[int64]*bucket
 	batch   wire.Batch
+	lastEnd float64     // newest window stored, for the gauges
 	sink    func(*held) // finishes a message (tests observe it)
 }
 
@@ -342,6 +343,12 @@ func (a *Aggregator) write(ctx context.Context, bk *bucket, now time.Time) error
 				return fmt.Errorf("dead-lettering a conflicting piece: %w", err)
 			}
 		}
+	}
+	if end := float64(bk.span.EndMs) / 1000; end >= a.lastEnd {
+		a.lastEnd = end
+		a.m.lastEnd.Set(end)
+		a.m.lastAverage.Set(res.Average)
+		a.m.lastCount.Set(float64(res.Count))
 	}
 	if res.Created {
 		a.m.windowsWritten.Inc()

@@ -15,7 +15,7 @@ type metrics struct {
 	storeErrors, collisions                         prometheus.Counter
 	rejected, deadLettered                          *prometheus.CounterVec
 	writeLag                                        prometheus.Histogram
-	leader                                          prometheus.Gauge
+	leader, lastAverage, lastCount, lastEnd         prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -43,6 +43,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Time from a window's end to its successful write.", Buckets: prometheus.ExponentialBuckets(0.05, 2, 12)}),
 		leader: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "leader",
 			Help: "1 while this instance is the active averager, 0 on standby."}),
+		lastAverage: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "last_window_average",
+			Help: "Average of the newest window this instance stored."}),
+		lastCount: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "last_window_integers",
+			Help: "Integers in the newest window this instance stored."}),
+		lastEnd: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "last_window_end_timestamp_seconds",
+			Help: "End of the newest window this instance stored (Unix seconds): freshness is time() minus this."}),
 	}
 	for _, r := range wire.Reasons {
 		m.rejected.WithLabelValues(string(r))
@@ -52,6 +58,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.rejected.WithLabelValues(r)
 		m.deadLettered.WithLabelValues(r)
 	}
-	reg.MustRegister(m.rejected, m.deadLettered, m.writeLag, m.leader)
+	reg.MustRegister(m.rejected, m.deadLettered, m.writeLag, m.leader, m.lastAverage, m.lastCount, m.lastEnd)
 	return m
 }
+
+// DescribeMetrics registers every metric of integeraverage-cal on reg: the
+// list the dashboard's queries are checked against.
+func DescribeMetrics(reg prometheus.Registerer) { newMetrics(reg) }

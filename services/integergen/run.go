@@ -8,7 +8,6 @@ import (
 	"os"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 	"github.com/urfave/cli/v2"
 
@@ -97,16 +96,4 @@ func Run(ctx context.Context, o Options, log *logrus.Entry) error {
 	}
 	log.Info("stopped")
 	return runErr
-}
-
-func registerCoordinationMetrics(reg prometheus.Registerer, c *slotlease.Coordinator) {
-	counter := func(name, help string, f func(slotlease.Stats) uint64) {
-		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "integer_gen", Name: name, Help: help},
-			func() float64 { return float64(f(c.Stats())) }))
-	}
-	counter("coordination_round_trips_total", "Requests sent to Consul by the no-collision coordination.", func(s slotlease.Stats) uint64 { return s.RoundTrips })
-	counter("coordination_lease_extensions_total", "Coordination leases extended.", func(s slotlease.Stats) uint64 { return s.Extends })
-	counter("coordination_leases_lost_total", "Coordination leases lost (session ended or lock taken).", func(s slotlease.Stats) uint64 { return s.Lost })
-	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "integer_gen", Name: "coordination_index",
-		Help: "Generator index held (-1: none, emission paused)."}, func() float64 { i, _ := c.State(); return float64(i) }))
 }

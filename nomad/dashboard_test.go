@@ -1,0 +1,126 @@
+package nomad
+
+import (
+	"encoding/json"
+	"os"
+	"regexp"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/loopstock/loopstock/services/averager"
+	"github.com/loopstock/loopstock/services/integerapi"
+	"github.com/loopstock/loopstock/services/integergen"
+)
+
+// describedNames collects the fully qualified names of the metrics that
+// collectors describe, without gathering (vectors without labels yet count).
+type describedNames map[string]bool
+
+var fqName = regexp.MustCompile(`fqName: "([^"]+)"`)
+
+func (d describedNames) Register(c prometheus.Collector) error {
+	ch := make(chan *prometheus.Desc, 64)
+	go func() { c.Describe(ch); close(ch) }()
+	for desc := range ch {
+		if m := fqName.FindStringSubmatch(desc.String()); m != nil {
+			d[m[1]] = true
+		}
+	}
+	return nil
+}
+
+func (d describedNames) MustRegister(cs ...prometheus.Collector) {
+	for _, c := range cs {
+		d.Register(c)
+	}
+}
+
+func (d describedNames) Unregister(prometheus.Collector) bool { return false }
+
+func exported() describedNames {
+	names := describedNames{}
+	integergen.DescribeMetrics(names)
+	averager.DescribeMetrics(names)
+	integerapi.DescribeMetrics(names)
+	return names
+}
+
+var ourMetric = regexp.MustCompile(`\b(integer_gen|integeraverage_cal|integer_api)_[a-z0-9_]+`)
+
+// Every query of the dashboard names metrics the services export: renaming
+// a metric without the dashboard fails here.
+func TestDashboardQueriesNameExportedMetrics(t *testing.T) {
+	data, err := os.ReadFile("monitoring/loopstock-dashboard.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash struct {
+		UID    string `json:"uid"`
+		Panels []struct {
+			Title   string `json:"title"`
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(data, &dash); err != nil {
+		t.Fatalf("the dashboard is not valid JSON: %v", err)
+	}
+	names := exported()
+	used := map[string]bool{}
+	for _, p := range dash.Panels {
+		if len(p.Targets) == 0 {
+			t.Errorf("panel %q has no query", p.Title)
+		}
+		for _, tg := range p.Targets {
+			found := ourMetric.FindAllString(tg.Expr, -1)
+			if len(found) == 0 {
+				t.Errorf("panel %q: %q names none of the services' metrics", p.Title, tg.Expr)
+			}
+			for _, m := range found {
+				base := m
+				for _, suffix := range []string{"_bucket", "_sum", "_count"} {
+					if b := strings.TrimSuffix(m, suffix); b != m && names[b] {
+						base = b
+					}
+				}
+				if !names[base] {
+					t.Errorf("panel %q: metric %s is not exported by any service", p.Title, m)
+				}
+				used[base] = true
+			}
+		}
+	}
+	// What the dashboard must show.
+	for _, want := range []string{"integer_gen_integers_published_total", "integeraverage_cal_integers_counted_total",
+		"integeraverage_cal_last_window_average", "integeraverage_cal_window_write_lag_seconds", "integeraverage_cal_messages_rejected_total",
+		"integeraverage_cal_slot_collisions_total", "integer_api_http_request_duration_seconds", "integeraverage_cal_leader"} {
+		if !used[want] {
+			t.Errorf("the dashboard does not show %s", want)
+		}
+	}
+}
+
+// Prometheus naming conventions: counters end in _total, durations are in
+// seconds, and the namespace is the service's.
+func TestMetricNamesFollowConventions(t *testing.T) {
+	var names []string
+	for n := range exported() {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		if strings.Contains(n, "_ms") || strings.Contains(n, "millis") {
+			t.Errorf("%s: use base units (seconds)", n)
+		}
+		if strings.HasSuffix(n, "_duration") || strings.HasSuffix(n, "_lag") {
+			t.Errorf("%s: name the unit (_seconds)", n)
+		}
+	}
+	if len(names) < 30 {
+		t.Errorf("only %d metrics: %v", len(names), names)
+	}
+}
