@@ -4,11 +4,15 @@ import (
 	"encoding/json"
 	"os"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"gopkg.in/yaml.v3"
+
+	"github.com/loopstock/loopstock/internal/jobcheck"
 
 	"github.com/loopstock/loopstock/services/averager"
 	"github.com/loopstock/loopstock/services/integerapi"
@@ -122,5 +126,57 @@ func TestMetricNamesFollowConventions(t *testing.T) {
 	}
 	if len(names) < 30 {
 		t.Errorf("only %d metrics: %v", len(names), names)
+	}
+}
+
+// The Prometheus configuration the monitoring job renders is valid YAML
+// and scrapes every loopstock service found through Consul, on both targets.
+func TestPrometheusConfigScrapesEveryService(t *testing.T) {
+	src, err := os.ReadFile("monitoring.nomad.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, target := range []string{"dev", "cluster"} {
+		pf, diags := jobcheck.Parse("monitoring.nomad.hcl", src, varFiles(t, target))
+		if diags.HasErrors() {
+			t.Fatal(diags)
+		}
+		var rendered string
+		for _, g := range pf.Job.TaskGroups {
+			for _, task := range g.Tasks {
+				for _, tpl := range task.Templates {
+					if tpl.DestPath != nil && *tpl.DestPath == "local/prometheus.yml" {
+						rendered = *tpl.EmbeddedTmpl
+					}
+				}
+			}
+		}
+		// consul-template actions stand in for paths at run time
+		rendered = regexp.MustCompile(`\{\{[^}]*\}\}`).ReplaceAllString(rendered, "/secrets")
+		var cfg struct {
+			ScrapeConfigs []struct {
+				ConsulSD []struct {
+					Server   string         `yaml:"server"`
+					Scheme   string         `yaml:"scheme"`
+					Services []string       `yaml:"services"`
+					TLS      map[string]any `yaml:"tls_config"`
+				} `yaml:"consul_sd_configs"`
+			} `yaml:"scrape_configs"`
+		}
+		if err := yaml.Unmarshal([]byte(rendered), &cfg); err != nil {
+			t.Fatalf("%s: prometheus.yml is not YAML: %v\n%s", target, err, rendered)
+		}
+		if len(cfg.ScrapeConfigs) != 1 || len(cfg.ScrapeConfigs[0].ConsulSD) != 1 {
+			t.Fatalf("%s: %+v", target, cfg)
+		}
+		sd := cfg.ScrapeConfigs[0].ConsulSD[0]
+		for _, s := range []string{integergen.Name, averager.Name, integerapi.Name} {
+			if !slices.Contains(sd.Services, s) {
+				t.Errorf("%s: prometheus does not scrape %s", target, s)
+			}
+		}
+		if (target == "cluster") != (sd.Scheme == "https" && sd.TLS["ca_file"] != nil) {
+			t.Errorf("%s: consul over %s with tls %v", target, sd.Scheme, sd.TLS)
+		}
 	}
 }

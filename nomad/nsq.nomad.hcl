@@ -220,6 +220,19 @@ variable "consul_tls" {
   default     = true
 }
 
+variable "monitoring" {
+  description = "Prometheus and Grafana release tarballs (url, sha256, and the folder they unpack to) for the monitoring job; on a dev agent the binaries on PATH are used."
+  type = map(object({
+    url    = string
+    sha256 = string
+    dir    = string
+  }))
+  default = {
+    prometheus = { url = "http://artifacts.service.consul/prometheus/prometheus-2.54.1.linux-amd64.tar.gz", sha256 = "", dir = "prometheus-2.54.1.linux-amd64" }
+    grafana    = { url = "http://artifacts.service.consul/grafana/grafana-11.2.0.linux-amd64.tar.gz", sha256 = "", dir = "grafana-v11.2.0" }
+  }
+}
+
 variable "counts" {
   description = "Instances per group."
   type        = map(number)

@@ -8,6 +8,8 @@ package jobcheck
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"time"
@@ -40,6 +42,21 @@ var variableSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
 	{Name: "type"}, {Name: "default"}, {Name: "description"},
 }, Blocks: []hcl.BlockHeaderSchema{{Type: "validation"}}}
 
+// fileFunc is Nomad's file(): a file's content, relative to the job file.
+func fileFunc(dir string) function.Function {
+	return function.New(&function.Spec{
+		Params: []function.Parameter{{Name: "path", Type: cty.String}},
+		Type:   function.StaticReturnType(cty.String),
+		Impl: func(args []cty.Value, _ cty.Type) (cty.Value, error) {
+			b, err := os.ReadFile(filepath.Join(dir, args[0].AsString()))
+			if err != nil {
+				return cty.NilVal, err
+			}
+			return cty.StringVal(string(b)), nil
+		},
+	})
+}
+
 var functions = map[string]function.Function{
 	"concat": stdlib.ConcatFunc, "format": stdlib.FormatFunc, "join": stdlib.JoinFunc, "length": stdlib.LengthFunc,
 	"lower": stdlib.LowerFunc, "upper": stdlib.UpperFunc, "contains": stdlib.ContainsFunc, "split": stdlib.SplitFunc,
@@ -61,7 +78,11 @@ func Parse(filename string, src []byte, varFiles map[string][]byte) (*File, hcl.
 	if diags = append(diags, d...); diags.HasErrors() {
 		return nil, diags
 	}
-	ctx := &hcl.EvalContext{Variables: map[string]cty.Value{"var": cty.ObjectVal(vars)}, Functions: functions}
+	funcs := map[string]function.Function{"file": fileFunc(filepath.Dir(filename))}
+	for k, v := range functions {
+		funcs[k] = v
+	}
+	ctx := &hcl.EvalContext{Variables: map[string]cty.Value{"var": cty.ObjectVal(vars)}, Functions: funcs}
 	locals := map[string]cty.Value{}
 	var jobs []*hcl.Block
 	for _, b := range content.Blocks {

@@ -1,0 +1,345 @@
+# Monitoring: Prometheus, finding every loopstock service through Consul
+# service discovery, and Grafana with the dashboard in
+# nomad/monitoring/loopstock-dashboard.json provisioned. On the cluster the
+# binaries come from their release tarballs (var.monitoring); on a dev agent
+# from PATH (make nomad-run deploys this job only when prometheus and
+# grafana are installed).
+
+locals {
+  # On the cluster Prometheus reads Consul over TLS with its own token
+  # (indented for its place in prometheus.yml below).
+  consul_sd_tls = !var.consul_tls ? "" : <<EOT
+        tls_config:
+          ca_file: "{{ env "NOMAD_SECRETS_DIR" }}/consul-ca.pem"
+        authorization:
+          credentials_file: "{{ env "NOMAD_SECRETS_DIR" }}/consul-token"
+EOT
+}
+
+job "monitoring" {
+  datacenters = var.datacenters
+  type        = "service"
+
+  update {
+    max_parallel      = 1
+    health_check      = "checks"
+    min_healthy_time  = "10s"
+    healthy_deadline  = "3m"
+    progress_deadline = "5m"
+    auto_revert       = true
+  }
+
+  group "prometheus" {
+    count = 1
+
+    network {
+      port "http" {}
+    }
+
+    ephemeral_disk {
+      size    = 2048
+      sticky  = true
+      migrate = true
+    }
+
+    restart {
+      attempts = 5
+      interval = "5m"
+      delay    = "10s"
+      mode     = "delay"
+    }
+
+    reschedule {
+      delay          = "30s"
+      delay_function = "exponential"
+      max_delay      = "5m"
+      unlimited      = true
+    }
+
+    service {
+      name = "prometheus"
+      port = "http"
+      check {
+        type     = "http"
+        path     = "/-/ready"
+        interval = "10s"
+        timeout  = "2s"
+      }
+    }
+
+    task "prometheus" {
+      driver = var.driver
+
+      dynamic "artifact" {
+        for_each = var.bin_dir != "" ? [] : [var.monitoring["prometheus"]]
+        content {
+          source = artifact.value.url
+          options {
+            checksum = "sha256:${artifact.value.sha256}"
+          }
+        }
+      }
+
+      config {
+        command = var.bin_dir != "" ? "prometheus" : "local/${var.monitoring["prometheus"].dir}/prometheus"
+        args = [
+          "--config.file=${NOMAD_TASK_DIR}/prometheus.yml",
+          "--storage.tsdb.path=${NOMAD_ALLOC_DIR}/data/prometheus",
+          "--storage.tsdb.retention.time=7d",
+          "--web.listen-address=${NOMAD_ADDR_http}",
+        ]
+      }
+
+      template {
+        data        = <<-EOT
+          {{ with nomadVar "nomad/jobs/monitoring" }}{{ .consul_token }}{{ end }}
+        EOT
+        destination = "secrets/consul-token"
+        change_mode = "restart"
+      }
+
+      template {
+        data        = <<-EOT
+          {{ with nomadVar "nomad/jobs/monitoring" }}{{ .consul_ca }}{{ end }}
+        EOT
+        destination = "secrets/consul-ca.pem"
+        change_mode = "restart"
+      }
+
+      template {
+        data        = <<-EOT
+          global:
+            scrape_interval: 10s
+            evaluation_interval: 10s
+          scrape_configs:
+            - job_name: loopstock
+              consul_sd_configs:
+                - server: "${var.consul_http_addr}"
+                  scheme: "${var.consul_tls ? "https" : "http"}"
+                  services: ["integer-gen", "integeraverage-cal", "integer-api"]
+          ${local.consul_sd_tls}    relabel_configs:
+                - source_labels: [__meta_consul_service]
+                  target_label: service
+                - source_labels: [__meta_consul_service_id]
+                  target_label: instance
+                - source_labels: [__meta_consul_node]
+                  target_label: node
+        EOT
+        destination = "local/prometheus.yml"
+        change_mode = "restart"
+      }
+
+      kill_timeout = "30s"
+
+      resources {
+        cpu    = 300
+        memory = 512
+      }
+    }
+  }
+
+  group "grafana" {
+    count = 1
+
+    network {
+      port "http" {}
+    }
+
+    ephemeral_disk {
+      size    = 512
+      sticky  = true
+      migrate = true
+    }
+
+    restart {
+      attempts = 5
+      interval = "5m"
+      delay    = "10s"
+      mode     = "delay"
+    }
+
+    reschedule {
+      delay          = "30s"
+      delay_function = "exponential"
+      max_delay      = "5m"
+      unlimited      = true
+    }
+
+    service {
+      name = "grafana"
+      port = "http"
+      check {
+        type     = "http"
+        path     = "/api/health"
+        interval = "10s"
+        timeout  = "2s"
+      }
+    }
+
+    task "grafana" {
+      driver = var.driver
+
+      dynamic "artifact" {
+        for_each = var.bin_dir != "" ? [] : [var.monitoring["grafana"]]
+        content {
+          source = artifact.value.url
+          options {
+            checksum = "sha256:${artifact.value.sha256}"
+          }
+        }
+      }
+
+      config {
+        command = var.bin_dir != "" ? "grafana" : "local/${var.monitoring["grafana"].dir}/bin/grafana"
+        args    = var.bin_dir != "" ? ["server"] : ["server", "--homepath=local/${var.monitoring["grafana"].dir}"]
+      }
+
+      env {
+        GF_SERVER_HTTP_ADDR            = "${NOMAD_IP_http}"
+        GF_SERVER_HTTP_PORT            = "${NOMAD_PORT_http}"
+        GF_PATHS_DATA                  = "${NOMAD_ALLOC_DIR}/data/grafana"
+        GF_PATHS_PROVISIONING          = "${NOMAD_TASK_DIR}/provisioning"
+        GF_AUTH_ANONYMOUS_ENABLED      = "true"
+        GF_AUTH_ANONYMOUS_ORG_ROLE     = "Viewer"
+        GF_ANALYTICS_REPORTING_ENABLED = "false"
+        GF_ANALYTICS_CHECK_FOR_UPDATES = "false"
+      }
+
+      # Prometheus is found through Consul.
+      template {
+        data        = <<-EOT
+          apiVersion: 1
+          datasources:
+            - name: Prometheus
+              uid: prometheus
+              type: prometheus
+              access: proxy
+              isDefault: true
+              url: {{ range service "prometheus" }}http://{{ .Address }}:{{ .Port }}{{ end }}
+        EOT
+        destination = "local/provisioning/datasources/prometheus.yaml"
+        change_mode = "restart"
+      }
+
+      template {
+        data        = <<-EOT
+          apiVersion: 1
+          providers:
+            - name: loopstock
+              type: file
+              options:
+                path: {{ env "NOMAD_TASK_DIR" }}/dashboards
+        EOT
+        destination = "local/provisioning/dashboards/loopstock.yaml"
+        change_mode = "restart"
+      }
+
+      # The dashboard as it is in the repository; its {{legend}} formats are
+      # not template actions.
+      template {
+        data            = file("monitoring/loopstock-dashboard.json")
+        destination     = "local/dashboards/loopstock.json"
+        left_delimiter  = "[[["
+        right_delimiter = "]]]"
+        change_mode     = "restart"
+      }
+
+      kill_timeout = "20s"
+
+      resources {
+        cpu    = 200
+        memory = 256
+      }
+    }
+  }
+}
+
+# ---- variables shared by every job file (the var files in vars/ set them) ----
+
+variable "datacenters" {
+  description = "Datacenters the job may run in."
+  type        = list(string)
+  default     = ["dc1"]
+}
+
+variable "driver" {
+  description = "Task driver of the Go services and NSQ: exec on the cluster, raw_exec on a dev agent."
+  type        = string
+  default     = "exec"
+}
+
+variable "bin_dir" {
+  description = "Dev agent only: absolute path of the binaries make build and make tools produced (.bin). Empty: download the release artifacts."
+  type        = string
+  default     = ""
+}
+
+variable "release_url" {
+  description = "URL of the loopstock release tarball that make dist builds (loopstock_VERSION_linux_amd64.tar.gz)."
+  type        = string
+  default     = "http://artifacts.service.consul/loopstock/loopstock_0.1.0_linux_amd64.tar.gz"
+}
+
+variable "release_sha256" {
+  description = "SHA-256 of the release tarball (from make dist's SHA256SUMS)."
+  type        = string
+  default     = ""
+}
+
+variable "nsq_url" {
+  description = "URL of the NSQ v1.3.0 release tarball for linux-amd64."
+  type        = string
+  default     = "http://artifacts.service.consul/nsq/nsq-1.3.0.linux-amd64.go1.21.5.tar.gz"
+}
+
+variable "nsq_sha256" {
+  description = "SHA-256 of the NSQ release tarball."
+  type        = string
+  default     = ""
+}
+
+variable "redis_driver" {
+  description = "docker (the official image, on the cluster) or exec (the host's redis-server, on a dev agent)."
+  type        = string
+  default     = "docker"
+}
+
+variable "consul_http_addr" {
+  description = "The local Consul agent's HTTP API, as the services reach it."
+  type        = string
+  default     = "127.0.0.1:8500"
+}
+
+variable "consul_tls" {
+  description = "The local Consul agent speaks HTTPS (the cluster): the services get its CA and their ACL token from their Nomad variable."
+  type        = bool
+  default     = true
+}
+
+variable "monitoring" {
+  description = "Prometheus and Grafana release tarballs (url, sha256, and the folder they unpack to) for the monitoring job; on a dev agent the binaries on PATH are used."
+  type = map(object({
+    url    = string
+    sha256 = string
+    dir    = string
+  }))
+  default = {
+    prometheus = { url = "http://artifacts.service.consul/prometheus/prometheus-2.54.1.linux-amd64.tar.gz", sha256 = "", dir = "prometheus-2.54.1.linux-amd64" }
+    grafana    = { url = "http://artifacts.service.consul/grafana/grafana-11.2.0.linux-amd64.tar.gz", sha256 = "", dir = "grafana-v11.2.0" }
+  }
+}
+
+variable "counts" {
+  description = "Instances per group."
+  type        = map(number)
+  default     = { nsqlookupd = 3, integer_gen = 2, averager = 2, api = 2 }
+}
+
+locals {
+  # Where a task finds its binary: the dev agent's .bin, or the unpacked artifact.
+  bin     = var.bin_dir != "" ? var.bin_dir : "local"
+  nsq_bin = var.bin_dir != "" ? var.bin_dir : "local/nsq-1.3.0.linux-amd64.go1.21.5/bin"
+  # Artifacts are downloaded only when no bin_dir is given.
+  release = var.bin_dir != "" ? [] : [{ source = var.release_url, checksum = "sha256:${var.release_sha256}" }]
+  nsq     = var.bin_dir != "" ? [] : [{ source = var.nsq_url, checksum = "sha256:${var.nsq_sha256}" }]
+}
