@@ -45,7 +45,7 @@ $(BIN)/consul: tools/consul/go.mod tools/consul/go.sum
 
 .PHONY: redis
 redis:
-	@scripts/ensure-redis
+	@scripts/ensure-apt redis-server:redis-server redis-cli:redis-tools
 
 ## --- run -----------------------------------------------------------------
 
@@ -119,8 +119,9 @@ test-vagrantfile: ## ruby -c and vagrant validate of the Vagrantfile (installs D
 	@scripts/check-vagrantfile
 
 .PHONY: test-go
-test-go: tools ## unit, integration and end-to-end tests
-	go test -count=1 -timeout 20m -skip '^(TestNoCollisions|TestFaults)$$' ./...
+test-go: tools ## unit, integration and end-to-end tests (the page test in headless Chromium)
+	@scripts/ensure-apt chromium:chromium
+	LOOPSTOCK_REQUIRE_CHROMIUM=1 go test -count=1 -timeout 20m -skip '^(TestNoCollisions|TestFaults)$$' ./...
 
 .PHONY: test-collisions
 test-collisions: tools ## generators on real Consul and nsqd, restarted and joined, audited by slot: 0 collisions

@@ -13,8 +13,8 @@ import (
 	"github.com/coreos/butane/config"
 	"github.com/coreos/butane/config/common"
 	ignconfig "github.com/coreos/ignition/v2/config"
-	ign34 "github.com/coreos/ignition/v2/config/v3_4"
-	ign34types "github.com/coreos/ignition/v2/config/v3_4/types"
+	ign33 "github.com/coreos/ignition/v2/config/v3_3"
+	ign33types "github.com/coreos/ignition/v2/config/v3_3/types"
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/zclconf/go-cty/cty"
@@ -79,7 +79,7 @@ func Node(dir, role string, vars map[string]cty.Value) ([]byte, error) {
 	for _, s := range Snippets {
 		files = append(files, filepath.Join("snippets", s+".yaml"))
 	}
-	var merged ign34types.Config
+	var merged ign33types.Config
 	for i, f := range files {
 		src, err := os.ReadFile(filepath.Join(dir, f))
 		if err != nil {
@@ -93,14 +93,14 @@ func Node(dir, role string, vars map[string]cty.Value) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		cfg, _, err := ign34.Parse(out)
+		cfg, _, err := ign33.Parse(out)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", f, err)
 		}
 		if i == 0 {
 			merged = cfg
 		} else {
-			merged = ign34.Merge(merged, cfg)
+			merged = ign33.Merge(merged, cfg)
 		}
 	}
 	out, err := json.Marshal(merged)
@@ -113,5 +113,5 @@ func Node(dir, role string, vars map[string]cty.Value) ([]byte, error) {
 // Stub is a config small enough for VirtualBox's 1 KiB limit that replaces
 // itself with the full config at url.
 func Stub(url string) []byte {
-	return []byte(fmt.Sprintf(`{"ignition":{"version":"3.4.0","config":{"replace":{"source":%q}}}}`, url))
+	return []byte(fmt.Sprintf(`{"ignition":{"version":"3.3.0","config":{"replace":{"source":%q}}}}`, url))
 }

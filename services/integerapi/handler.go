@@ -5,6 +5,7 @@ package integerapi
 import (
 	"context"
 	"crypto/subtle"
+	_ "embed"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -132,10 +133,30 @@ var Endpoints = map[string]string{
 	"PUT /v1/integers/{start}": "store a window (integeraverage-cal only; needs the write token)",
 	"GET /health":              "health (503 when the store is unreachable)",
 	"GET /metrics":             "Prometheus metrics",
+	"GET / (a browser)":        "a page that plots the recent windows",
 }
 
+//go:embed page.html
+var page []byte
+
+// index serves the page that plots the windows to browsers, and the list of
+// endpoints to everything else (curl, JSON clients).
 func (h *Handler) index(w http.ResponseWriter, r *http.Request) {
+	if wantsHTML(r.Header.Get("Accept")) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		// Everything the page needs is in it: nothing is fetched from elsewhere.
+		w.Header().Set("Content-Security-Policy", "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self'")
+		w.Write(page)
+		return
+	}
 	writeJSON(w, http.StatusOK, map[string]any{"service": Name, "endpoints": Endpoints})
+}
+
+// wantsHTML is true when text/html is acceptable and preferred to JSON
+// (browsers list it first; JSON clients and curl's */* do not).
+func wantsHTML(accept string) bool {
+	html, json := strings.Index(accept, "text/html"), strings.Index(accept, "application/json")
+	return html >= 0 && (json < 0 || html < json)
 }
 
 func (h *Handler) list(w http.ResponseWriter, r *http.Request) {

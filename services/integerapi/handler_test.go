@@ -162,8 +162,25 @@ func TestUnknownPathAndWrongMethod(t *testing.T) {
 
 func TestIndex(t *testing.T) {
 	rec, _ := serve(t, &memStore{}, "GET", "/", "")
-	if rec.Code != 200 || !strings.Contains(rec.Body.String(), "/v1/integers/last") {
+	if rec.Code != 200 || !strings.Contains(rec.Body.String(), "/v1/integers/last") || rec.Header().Get("Content-Type") != "application/json" {
 		t.Fatalf("%d %s", rec.Code, rec.Body)
+	}
+	for _, accept := range []string{"application/json", "*/*", "application/json, text/html"} {
+		if rec, _ := serve(t, &memStore{}, "GET", "/", "", "Accept", accept); rec.Header().Get("Content-Type") != "application/json" {
+			t.Errorf("Accept %q got %s", accept, rec.Header().Get("Content-Type"))
+		}
+	}
+	browser := "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+	rec, _ = serve(t, &memStore{}, "GET", "/", "", "Accept", browser)
+	body := rec.Body.String()
+	if !strings.HasPrefix(rec.Header().Get("Content-Type"), "text/html") || !strings.Contains(body, `id="plot"`) {
+		t.Fatalf("a browser got %s: %.80s", rec.Header().Get("Content-Type"), body)
+	}
+	// Nothing from outside: no external script, style, font or image.
+	for _, ref := range []string{"src=\"http", "href=\"http", "@import", "url(http", "//cdn"} {
+		if strings.Contains(body, ref) {
+			t.Errorf("the page refers to something outside: %s", ref)
+		}
 	}
 }
 

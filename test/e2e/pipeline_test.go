@@ -82,6 +82,8 @@ func TestPipelineEndToEnd(t *testing.T) {
 		}
 	})
 
+	t.Run("the page plots the windows the API serves", func(t *testing.T) { checkPage(t, api) })
+
 	t.Run("no two generators emit the same value in a slot", func(t *testing.T) {
 		bySlot := map[int64]map[uint32]int{}
 		for _, r := range audit.Records() {

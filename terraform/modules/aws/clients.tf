@@ -5,7 +5,9 @@ resource "aws_instance" "client" {
   subnet_id              = aws_subnet.public[count.index % length(aws_subnet.public)].id
   vpc_security_group_ids = [aws_security_group.cluster.id]
   iam_instance_profile   = aws_iam_instance_profile.host.name
-  user_data              = module.ignition.client
+  # Immutable hosts: a new config replaces the host, never patches it.
+  user_data_replace_on_change = true
+  user_data                   = module.ignition.client
 
   root_block_device {
     volume_type = "gp3"

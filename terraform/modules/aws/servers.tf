@@ -5,7 +5,9 @@ resource "aws_instance" "server" {
   subnet_id              = aws_subnet.public[count.index % length(aws_subnet.public)].id
   vpc_security_group_ids = [aws_security_group.cluster.id]
   iam_instance_profile   = aws_iam_instance_profile.host.name
-  user_data              = module.ignition.servers[count.index]
+  # Immutable hosts: a new config replaces the host, never patches it.
+  user_data_replace_on_change = true
+  user_data                   = module.ignition.servers[count.index]
 
   root_block_device {
     volume_type = "gp3"
@@ -20,7 +22,8 @@ resource "aws_instance" "server" {
 
   tags = { Name = "${var.cluster_name}-server-${count.index}", "loopstock-cluster" = var.cluster_name, "loopstock-role" = "server" }
 
-  # Hosts are immutable: a new config or image replaces the host.
+  # A newer AMI does not replace running hosts: Flatcar updates itself in
+  # place (one node at a time); new hosts start from the newest image.
   lifecycle {
     ignore_changes = [ami]
   }

@@ -39,12 +39,16 @@ locals {
     EOT
     },
     # The first server bootstraps the ACLs: it alone gets the bootstrap
-    # secrets and the tokens to create.
-    i != 0 ? {} : merge(
-      { "consul-bootstrap.token" = local.tokens["consul-bootstrap"], "nomad-bootstrap.token" = local.tokens["nomad-bootstrap"] },
-      { for name in ["agent", "maintenance", "nomad", "loopstock"] : "${name}.token" => local.tokens[name] },
-      { for name in ["agent", "maintenance", "nomad", "loopstock"] : "${name}.accessor" => var.secrets.tokens[name].accessor },
-  ))]
+    # secrets and the tokens to create (a for with a condition, so both
+    # cases are objects and merge takes them).
+    { for k, v in local.bootstrap_files : k => v if i == 0 },
+  )]
+
+  bootstrap_files = merge(
+    { "consul-bootstrap.token" = local.tokens["consul-bootstrap"], "nomad-bootstrap.token" = local.tokens["nomad-bootstrap"] },
+    { for name in ["agent", "maintenance", "nomad", "loopstock"] : "${name}.token" => local.tokens[name] },
+    { for name in ["agent", "maintenance", "nomad", "loopstock"] : "${name}.accessor" => var.secrets.tokens[name].accessor },
+  )
 
   client_files = [for i, _ in var.client_hosts : merge(local.common, {
     "nomad.pem"     = local.s.certs["nomad-client-${i}"].cert
