@@ -170,3 +170,15 @@ func Parse[T any](binary string, flags []cli.Flag, read func(*cli.Context) (T, e
 	err := app.Run(append([]string{binary}, args...))
 	return out, err
 }
+
+// ReadRange reads and checks --min and --max (inclusive, 0..2^31).
+func ReadRange(c *cli.Context, binary string) (uint32, uint32, error) {
+	mn, mx := c.Int64("min"), c.Int64("max")
+	if mn < 0 || mn > 1<<31 {
+		return 0, 0, Invalid(binary, "min", "%d: want 0..%d", mn, int64(1)<<31)
+	}
+	if mx < mn || mx > 1<<31 {
+		return 0, 0, Invalid(binary, "max", "%d: want --min (%d) .. %d", mx, mn, int64(1)<<31)
+	}
+	return uint32(mn), uint32(mx), nil
+}

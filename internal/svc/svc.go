@@ -24,6 +24,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/loopstock/loopstock/internal/cliflags"
+	"github.com/loopstock/loopstock/internal/logging"
 	"github.com/loopstock/loopstock/internal/registry"
 )
 
@@ -182,4 +183,21 @@ func (r *Runtime) Close(ctx context.Context) error {
 // SignalContext ends at SIGINT or SIGTERM.
 func SignalContext() (context.Context, context.CancelFunc) {
 	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+}
+
+// Main runs a service from its command line: the logger (service and
+// instance fields on every line), SIGINT/SIGTERM ending ctx, then run.
+// An empty instance means host-pid.
+func Main(name, instance string, cm cliflags.Common, run func(ctx context.Context, log *logrus.Entry) error) error {
+	if instance == "" {
+		host, _ := os.Hostname()
+		instance = fmt.Sprintf("%s-%d", host, os.Getpid())
+	}
+	log, err := logging.New(os.Stderr, name, instance, cm.LogLevel, cm.LogFormat)
+	if err != nil {
+		return err
+	}
+	ctx, stop := SignalContext()
+	defer stop()
+	return run(ctx, log)
 }

@@ -6,6 +6,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/loopstock/loopstock/internal/cliflags"
+	"github.com/loopstock/loopstock/internal/nsqpub"
 )
 
 // Name is the binary's and the Consul service's name.
@@ -92,19 +93,14 @@ func ReadOptions(c *cli.Context) (Options, error) {
 	if o.MaxFuture = c.Duration("max-future"); o.MaxFuture < 0 {
 		return bad("max-future", "%s: want 0 or more", o.MaxFuture)
 	}
-	mn, mx := c.Int64("min"), c.Int64("max")
-	if mn < 0 || mn > 1<<31 {
-		return bad("min", "%d: want 0..%d", mn, int64(1)<<31)
+	if o.Min, o.Max, err = cliflags.ReadRange(c, Name); err != nil {
+		return o, err
 	}
-	if mx < mn || mx > 1<<31 {
-		return bad("max", "%d: want --min (%d) .. %d", mx, mn, int64(1)<<31)
-	}
-	o.Min, o.Max = uint32(mn), uint32(mx)
 	for _, f := range []struct {
 		flag string
 		dst  *string
 	}{{"topic", &o.Topic}, {"channel", &o.Channel}, {"dead-letter-topic", &o.DeadLetterTopic}} {
-		if *f.dst = c.String(f.flag); !ValidName(*f.dst) {
+		if *f.dst = c.String(f.flag); !nsqpub.ValidName(*f.dst) {
 			return bad(f.flag, "%q: 1-64 characters of [.a-zA-Z0-9_-]", *f.dst)
 		}
 	}
@@ -135,19 +131,6 @@ func ReadOptions(c *cli.Context) (Options, error) {
 		return bad("session-ttl", "%s: want 10s..24h (Consul's limits)", o.SessionTTL)
 	}
 	return o, nil
-}
-
-// ValidName is NSQ's rule for topic and channel names.
-func ValidName(s string) bool {
-	if len(s) < 1 || len(s) > 64 {
-		return false
-	}
-	for _, r := range s {
-		if !(r == '.' || r == '_' || r == '-' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9') {
-			return false
-		}
-	}
-	return true
 }
 
 // ParseArgs is what the binary makes of args and the environment, without

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"sync"
 	"time"
 
@@ -17,7 +16,6 @@ import (
 	"github.com/loopstock/loopstock/internal/cliflags"
 	"github.com/loopstock/loopstock/internal/discovery"
 	"github.com/loopstock/loopstock/internal/leader"
-	"github.com/loopstock/loopstock/internal/logging"
 	"github.com/loopstock/loopstock/internal/nsqlog"
 	"github.com/loopstock/loopstock/internal/nsqpub"
 	"github.com/loopstock/loopstock/internal/svc"
@@ -32,11 +30,7 @@ func App() *cli.App {
 		if err != nil {
 			return err
 		}
-		host, _ := os.Hostname()
-		log, _ := logging.New(os.Stderr, Name, fmt.Sprintf("%s-%d", host, os.Getpid()), o.LogLevel, o.LogFormat)
-		ctx, stop := svc.SignalContext()
-		defer stop()
-		return Run(ctx, o, log)
+		return svc.Main(Name, "", o.Common, func(ctx context.Context, log *logrus.Entry) error { return Run(ctx, o, log) })
 	})
 }
 

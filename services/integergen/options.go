@@ -6,6 +6,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/loopstock/loopstock/internal/cliflags"
+	"github.com/loopstock/loopstock/internal/nsqpub"
 	"github.com/loopstock/loopstock/internal/wire"
 )
 
@@ -84,15 +85,11 @@ func ReadOptions(c *cli.Context) (Options, error) {
 	if o.Interval < time.Millisecond || o.Interval%time.Millisecond != 0 {
 		return bad("interval", "%s: want a whole number of milliseconds, at least 1ms", o.Interval)
 	}
-	mn, mx := c.Int64("min"), c.Int64("max")
-	if mn < 0 || mn > 1<<31 {
-		return bad("min", "%d: want 0..%d", mn, int64(1)<<31)
+	if o.Min, o.Max, err = cliflags.ReadRange(c, Name); err != nil {
+		return o, err
 	}
-	if mx < mn || mx > 1<<31 {
-		return bad("max", "%d: want --min (%d) .. %d", mx, mn, int64(1)<<31)
-	}
-	o.Min, o.Max = uint32(mn), uint32(mx)
-	if o.Topic = c.String("topic"); !validTopic(o.Topic) {
+	mn, mx := int64(o.Min), int64(o.Max)
+	if o.Topic = c.String("topic"); !nsqpub.ValidName(o.Topic) {
 		return bad("topic", "%q: 1-64 characters of [.a-zA-Z0-9_-]", o.Topic)
 	}
 	if o.NSQDService = c.String("nsqd-service"); o.NSQDService == "" {
@@ -132,18 +129,6 @@ func ReadOptions(c *cli.Context) (Options, error) {
 		return bad("publish-timeout", "%s: want more than 0", o.PublishTimeout)
 	}
 	return o, nil
-}
-
-func validTopic(s string) bool {
-	if len(s) < 1 || len(s) > 64 {
-		return false
-	}
-	for _, r := range s {
-		if !(r == '.' || r == '_' || r == '-' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9') {
-			return false
-		}
-	}
-	return true
 }
 
 // ParseArgs is what the binary makes of args and the environment, without

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -13,7 +12,6 @@ import (
 
 	"github.com/loopstock/loopstock/internal/cliflags"
 	"github.com/loopstock/loopstock/internal/discovery"
-	"github.com/loopstock/loopstock/internal/logging"
 	"github.com/loopstock/loopstock/internal/nsqpub"
 	"github.com/loopstock/loopstock/internal/slotlease"
 	"github.com/loopstock/loopstock/internal/svc"
@@ -27,10 +25,7 @@ func App() *cli.App {
 			return err
 		}
 		rand.Read(o.Instance[:])
-		log, _ := logging.New(os.Stderr, Name, o.Instance.String(), o.LogLevel, o.LogFormat)
-		ctx, stop := svc.SignalContext()
-		defer stop()
-		return Run(ctx, o, log)
+		return svc.Main(Name, o.Instance.String(), o.Common, func(ctx context.Context, log *logrus.Entry) error { return Run(ctx, o, log) })
 	})
 }
 
