@@ -122,3 +122,31 @@ func BenchmarkAt(b *testing.B) {
 	}
 	_ = sink
 }
+
+func TestRangeIsTheSameAsAt(t *testing.T) {
+	p, _ := New(testKey, 10000)
+	for _, slot := range []int64{3, 1_800_000_000_000} {
+		got := p.Range(slot, 40, 60, nil)
+		for i, v := range got {
+			if want := p.At(slot, uint64(40+i)); v != want {
+				t.Fatalf("slot %d position %d: Range %d, At %d", slot, 40+i, v, want)
+			}
+		}
+	}
+	big, _ := New(testKey, 1<<21) // the sparse table
+	seen := map[uint64]bool{}
+	for _, v := range big.Range(7, 0, 500, nil) {
+		if seen[v] || v >= 1<<21 {
+			t.Fatalf("value %d repeated or out of range", v)
+		}
+		seen[v] = true
+	}
+}
+
+func BenchmarkRange100(b *testing.B) {
+	p, _ := New(testKey, 10000)
+	dst := make([]uint64, 0, 100)
+	for i := 0; b.Loop(); i++ {
+		dst = p.Range(int64(i), 100, 200, dst[:0])
+	}
+}

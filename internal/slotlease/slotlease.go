@@ -40,6 +40,9 @@ type Options struct {
 	Interval      time.Duration
 	Min, Max      uint32
 	MaxGenerators int
+	// PerSlot is how many integers each generator emits per slot (the load
+	// mode): generator k takes positions k·PerSlot … k·PerSlot+PerSlot−1.
+	PerSlot int
 	// LeaseAhead is how far ahead of now a lease reaches; it is extended
 	// every LeaseAhead/4, which is the cost: one round trip per
 	// LeaseAhead/4/Interval values.
@@ -62,6 +65,9 @@ func (o *Options) defaults() {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.PerSlot < 1 {
+		o.PerSlot = 1
+	}
 }
 
 // Params are what every generator of a group must agree on; the first one
@@ -72,6 +78,7 @@ type Params struct {
 	Max           uint32 `json:"max"`
 	IntervalMs    int64  `json:"interval_ms"`
 	MaxGenerators int    `json:"max_generators"`
+	PerSlot       int    `json:"per_slot,omitempty"` // 0 (absent) means 1
 }
 
 // MismatchError says that this generator's flags disagree with its group's.
@@ -81,11 +88,11 @@ type MismatchError struct {
 }
 
 func (e *MismatchError) Error() string {
-	return fmt.Sprintf("this generator's --min %d --max %d --interval %dms --max-generators %d disagree with the group's "+
-		"(min %d, max %d, interval %dms, max-generators %d, in consul key %s): run every generator of a group with the same flags, "+
+	return fmt.Sprintf("this generator's --min %d --max %d --interval %dms --max-generators %d --per-slot %d disagree with the group's "+
+		"(min %d, max %d, interval %dms, max-generators %d, per-slot %d, in consul key %s): run every generator of a group with the same flags, "+
 		"or stop them all and delete the key (consul kv delete -recurse %s) to start a new group",
-		e.Mine.Min, e.Mine.Max, e.Mine.IntervalMs, e.Mine.MaxGenerators,
-		e.Group.Min, e.Group.Max, e.Group.IntervalMs, e.Group.MaxGenerators, e.Key, e.Key)
+		e.Mine.Min, e.Mine.Max, e.Mine.IntervalMs, e.Mine.MaxGenerators, max(1, e.Mine.PerSlot),
+		e.Group.Min, e.Group.Max, e.Group.IntervalMs, e.Group.MaxGenerators, max(1, e.Group.PerSlot), e.Key, e.Key)
 }
 
 type holderValue struct {
@@ -108,13 +115,14 @@ type Coordinator struct {
 	ses *consul.Session
 	log *logrus.Entry
 
-	mu    sync.Mutex
-	held  bool
-	index int
-	start int64 // first slot this lease may emit
-	hw    int64 // last slot this lease may emit
-	perm  *permute.Perm
-	stats Stats
+	mu      sync.Mutex
+	held    bool
+	index   int
+	start   int64 // first slot this lease may emit
+	hw      int64 // last slot this lease may emit
+	perm    *permute.Perm
+	scratch []uint64
+	stats   Stats
 }
 
 // New returns a coordinator; Run does the work.
@@ -126,16 +134,22 @@ func New(client *consul.Client, o Options, log *logrus.Entry) *Coordinator {
 // Slot returns the slot that holds t.
 func (c *Coordinator) Slot(t time.Time) int64 { return t.UnixMilli() / c.o.Interval.Milliseconds() }
 
-// Draw returns the value of slot for this generator, or false when the
-// slot is not covered by a lease (coordination unreachable, index not yet
-// held): then emitting could collide.
-func (c *Coordinator) Draw(slot int64) (uint32, bool) {
+// Draw appends this generator's PerSlot values of slot to dst, or returns
+// false when the slot is not covered by a lease (coordination unreachable,
+// index not yet held): then emitting could collide.
+func (c *Coordinator) Draw(slot int64, dst []uint32) ([]uint32, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !c.held || slot < c.start || slot > c.hw {
-		return 0, false
+		return dst, false
 	}
-	return c.o.Min + uint32(c.perm.At(slot, uint64(c.index))), true
+	k := uint64(c.o.PerSlot)
+	first := uint64(c.index) * k
+	c.scratch = c.perm.Range(slot, first, first+k, c.scratch[:0])
+	for _, v := range c.scratch {
+		dst = append(dst, c.o.Min+uint32(v))
+	}
+	return dst, true
 }
 
 // State reports the index held (-1 when none) and the lease's high-water slot.
@@ -358,6 +372,9 @@ func (c *Coordinator) acquire(ctx context.Context, sid string) (int, int64, erro
 func (c *Coordinator) params() (Params, error) {
 	key := c.key("params")
 	mine := Params{Min: c.o.Min, Max: c.o.Max, IntervalMs: c.o.Interval.Milliseconds(), MaxGenerators: c.o.MaxGenerators}
+	if c.o.PerSlot > 1 {
+		mine.PerSlot = c.o.PerSlot
+	}
 	for {
 		p, _, err := c.kv.Get(key, &consul.QueryOptions{RequireConsistent: true})
 		c.count(func(s *Stats) { s.RoundTrips++ })
@@ -369,7 +386,8 @@ func (c *Coordinator) params() (Params, error) {
 			if err := json.Unmarshal(p.Value, &group); err != nil {
 				return Params{}, fmt.Errorf("consul key %s is not valid JSON (%v): delete it to start a new group", key, err)
 			}
-			if group.Min != mine.Min || group.Max != mine.Max || group.IntervalMs != mine.IntervalMs || group.MaxGenerators != mine.MaxGenerators {
+			if group.Min != mine.Min || group.Max != mine.Max || group.IntervalMs != mine.IntervalMs || group.MaxGenerators != mine.MaxGenerators ||
+				group.PerSlot != mine.PerSlot {
 				return Params{}, &MismatchError{Key: c.o.Prefix, Mine: mine, Group: group}
 			}
 			return group, nil

@@ -71,14 +71,14 @@ func TestDistinctIndicesAndDistinctValues(t *testing.T) {
 		for ; checked < 100; slot++ {
 			vals := map[uint32]bool{}
 			for _, co := range coords {
-				v, ok := co.Draw(slot)
+				v, ok := co.Draw(slot, nil)
 				if !ok {
 					return false
 				}
-				if v < 1 || v > 10000 {
-					t.Fatalf("value %d out of range", v)
+				if len(v) != 1 || v[0] < 1 || v[0] > 10000 {
+					t.Fatalf("values %v: want one in range", v)
 				}
-				vals[v] = true
+				vals[v[0]] = true
 			}
 			if len(vals) != 3 {
 				t.Fatalf("slot %d: values collide: %v", slot, vals)
@@ -120,11 +120,11 @@ func TestHandoverStartsAfterThePredecessorsHighWater(t *testing.T) {
 	now := second.Slot(time.Now())
 	// Slots the first could have emitted are refused, even though the
 	// second's clock says they are now.
-	if _, ok := second.Draw(now); ok {
+	if _, ok := second.Draw(now, nil); ok {
 		t.Fatalf("the second may emit slot %d, but the first leased up to at least %d", now, firstHW)
 	}
 	testenv.Eventually(t, 15*time.Second, "the second to emit after the first's lease", func() bool {
-		_, ok := second.Draw(second.Slot(time.Now()))
+		_, ok := second.Draw(second.Slot(time.Now()), nil)
 		return ok
 	})
 }
@@ -181,15 +181,56 @@ func BenchmarkCostPerValue(b *testing.B) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go coord.Run(ctx)
-	testenv.Eventually(b, 10*time.Second, "a lease", func() bool { _, ok := coord.Draw(coord.Slot(time.Now())); return ok })
+	testenv.Eventually(b, 10*time.Second, "a lease", func() bool { _, ok := coord.Draw(coord.Slot(time.Now()), nil); return ok })
 	before, began := coord.Stats().RoundTrips, time.Now()
 	b.ResetTimer()
+	var dst []uint32
 	for i := 0; b.Loop(); i++ {
-		coord.Draw(coord.Slot(time.Now()))
+		dst, _ = coord.Draw(coord.Slot(time.Now()), dst[:0])
 	}
 	b.StopTimer()
 	// One value per slot: the values a generator emitted in this time.
 	time.Sleep(time.Second) // let at least a few lease extensions happen at a short b.N
 	values := float64(time.Since(began) / o.Interval)
 	b.ReportMetric(float64(coord.Stats().RoundTrips-before)/values, "round-trips/value")
+}
+
+// In the load mode each generator takes its own run of positions: every
+// value of a slot, across generators, is distinct.
+func TestSeveralPerSlotStayDistinct(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs consul")
+	}
+	c := testenv.StartConsul(t)
+	var coords []*Coordinator
+	for _, name := range []string{"a", "b", "c"} {
+		o := opts(name)
+		o.PerSlot = 300
+		co, _, _ := start(t, c, o)
+		coords = append(coords, co)
+	}
+	slot := coords[0].Slot(time.Now()) + 50
+	testenv.Eventually(t, 10*time.Second, "three leases covering ten slots", func() bool {
+		for _, co := range coords {
+			if _, ok := co.Draw(slot+9, nil); !ok {
+				return false
+			}
+		}
+		return true
+	})
+	for s := slot; s < slot+10; s++ {
+		seen := map[uint32]bool{}
+		for _, co := range coords {
+			vals, ok := co.Draw(s, nil)
+			if !ok || len(vals) != 300 {
+				t.Fatalf("slot %d: %d values (%v)", s, len(vals), ok)
+			}
+			for _, v := range vals {
+				if seen[v] {
+					t.Fatalf("slot %d: value %d twice", s, v)
+				}
+				seen[v] = true
+			}
+		}
+	}
 }

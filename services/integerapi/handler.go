@@ -22,6 +22,10 @@ import (
 	"github.com/loopstock/loopstock/internal/windowapi"
 )
 
+// CacheTTL bounds how stale a read may be: a window written through
+// another instance is served within this.
+const CacheTTL = 100 * time.Millisecond
+
 // Limits of a request.
 const (
 	DefaultLimit = 10
@@ -34,6 +38,7 @@ const (
 // runtime's /health and /metrics); nil means 404.
 type Handler struct {
 	store   Store
+	cache   *cache
 	token   []byte
 	log     *logrus.Entry
 	m       *metrics
@@ -43,7 +48,7 @@ type Handler struct {
 
 // NewHandler returns the API over store; writes need token.
 func NewHandler(store Store, token string, reg prometheus.Registerer, log *logrus.Entry) *Handler {
-	return &Handler{store: store, token: []byte(token), log: log, m: newMetrics(reg), timeout: 3 * time.Second}
+	return &Handler{store: store, cache: newCache(store, CacheTTL), token: []byte(token), log: log, m: newMetrics(reg), timeout: 3 * time.Second}
 }
 
 type route struct {
@@ -178,15 +183,19 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), h.timeout)
 	defer cancel()
-	ws, err := h.store.Latest(ctx, limit)
+	snap, err := h.cache.get(ctx)
 	if err != nil {
 		h.storeError(w, err)
 		return
 	}
-	if ws == nil {
-		ws = []windowapi.Window{} // [] rather than null
-	}
-	writeJSON(w, http.StatusOK, ws)
+	writeBody(w, http.StatusOK, snap.listJSON(limit))
+}
+
+func writeBody(w http.ResponseWriter, status int, body []byte) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	w.Write(body)
 }
 
 func (h *Handler) last(w http.ResponseWriter, r *http.Request) {
@@ -196,16 +205,17 @@ func (h *Handler) last(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), h.timeout)
 	defer cancel()
-	ws, err := h.store.Latest(ctx, 1)
+	snap, err := h.cache.get(ctx)
 	if err != nil {
 		h.storeError(w, err)
 		return
 	}
-	if len(ws) == 0 {
+	body := snap.lastJSON()
+	if body == nil {
 		writeError(w, http.StatusNotFound, windowapi.CodeNotFound, "no window stored yet: the first appears about one window length after the generators start")
 		return
 	}
-	writeJSON(w, http.StatusOK, ws[0])
+	writeBody(w, http.StatusOK, body)
 }
 
 func (h *Handler) authorized(r *http.Request) bool {
@@ -243,6 +253,7 @@ func (h *Handler) put(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), h.timeout)
 	defer cancel()
 	res, err := h.store.Put(ctx, start, wr)
+	h.cache.invalidate() // whatever happened, the next read asks the store
 	if errors.Is(err, ErrStaleFence) {
 		h.m.staleWrites.Inc()
 		writeError(w, http.StatusConflict, windowapi.CodeStaleFence, err.Error()+": a newer averager leader has written; this one must step down")

@@ -13,9 +13,10 @@ import (
 	"github.com/loopstock/loopstock/internal/wire"
 )
 
-// Drawer gives the value of a slot, or false when emitting it could collide.
+// Drawer appends this generator's values of a slot (--per-slot of them) to
+// dst, or returns false when emitting them could collide.
 type Drawer interface {
-	Draw(slot int64) (uint32, bool)
+	Draw(slot int64, dst []uint32) ([]uint32, bool)
 }
 
 // Publisher sends one encoded message and returns once nsqd acknowledged it.
@@ -42,6 +43,7 @@ type Generator struct {
 	queue chan queued
 	seq   uint64
 	rng   *rand.Rand
+	drawn []uint32 // scratch of emit
 }
 
 func newGenerator(o Options, d Drawer, p Publisher, m *metrics, log *logrus.Entry) *Generator {
@@ -79,25 +81,36 @@ func (g *Generator) Tick(ctx context.Context) {
 }
 
 func (g *Generator) emit(slot int64) {
-	v, ok := g.draw.Draw(slot)
+	var ok bool
 	var flags uint8
+	g.drawn, ok = g.draw.Draw(slot, g.drawn[:0])
 	if !ok {
 		if g.o.OnCoordinationLoss == OnLossPause {
 			g.m.paused.Inc()
 			return
 		}
-		v = g.o.Min + uint32(g.rng.Uint64N(uint64(g.o.Max-g.o.Min)+1))
+		g.drawn = g.drawn[:0]
+		for range g.o.PerSlot {
+			g.drawn = append(g.drawn, g.o.Min+uint32(g.rng.Uint64N(uint64(g.o.Max-g.o.Min)+1)))
+		}
 		flags = wire.FlagUncoordinated
-		g.m.uncoordinated.Inc()
+		g.m.uncoordinated.Add(float64(len(g.drawn)))
 	}
-	g.m.generated.Inc()
-	q := queued{seq: g.seq, item: wire.Item{EventMs: slot * g.intervalMs(), Value: v}, flags: flags, drawnAt: g.now()}
-	g.seq++
-	select {
-	case g.queue <- q:
-	default:
-		g.m.notPublished.WithLabelValues(reasonQueueFull).Inc()
-		g.log.WithField("seq", q.seq).Warn("queue full (nsqd unreachable for long): integer not published")
+	g.m.generated.Add(float64(len(g.drawn)))
+	now := g.now()
+	dropped := 0
+	for _, v := range g.drawn {
+		q := queued{seq: g.seq, item: wire.Item{EventMs: slot * g.intervalMs(), Value: v}, flags: flags, drawnAt: now}
+		g.seq++
+		select {
+		case g.queue <- q:
+		default:
+			dropped++
+		}
+	}
+	if dropped > 0 {
+		g.m.notPublished.WithLabelValues(reasonQueueFull).Add(float64(dropped))
+		g.log.WithField("integers", dropped).Warn("queue full (nsqd unreachable for long): integers not published")
 	}
 }
 

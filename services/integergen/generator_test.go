@@ -14,14 +14,21 @@ import (
 	"github.com/loopstock/loopstock/internal/wire"
 )
 
-// fixedDrawer covers slots from `from` on with value slot%100+1.
-type fixedDrawer struct{ from int64 }
+// fixedDrawer covers slots from `from` on with value slot%100+1 (and the
+// next ones, n per slot).
+type fixedDrawer struct {
+	from int64
+	n    int
+}
 
-func (d fixedDrawer) Draw(slot int64) (uint32, bool) {
+func (d fixedDrawer) Draw(slot int64, dst []uint32) ([]uint32, bool) {
 	if slot < d.from {
-		return 0, false
+		return dst, false
 	}
-	return uint32(slot%100) + 1, true
+	for i := range max(d.n, 1) {
+		dst = append(dst, uint32(slot%100)+1+uint32(i))
+	}
+	return dst, true
 }
 
 // recorder is a Publisher that fails the first `failures` calls.
@@ -221,6 +228,28 @@ func TestBatchWaitGathersIntegers(t *testing.T) {
 	for i, s := range seqs {
 		if s != uint64(i) {
 			t.Fatalf("sequence broken at %d: %v", i, seqs[max(0, i-3):i+1])
+		}
+	}
+}
+
+func TestSeveralPerSlotShareTheSlotAndFollowTheSequence(t *testing.T) {
+	o := NewOptions()
+	o.PerSlot = 5
+	rec := &recorder{}
+	g, m := testGenerator(o, fixedDrawer{n: 5}, rec)
+	g.emit(1000)
+	g.emit(1001)
+	close(g.queue)
+	g.PublishAll(context.Background(), time.Second)
+	n, seqs := rec.items()
+	if n != 10 || seqs[9] != 9 || testutil.ToFloat64(m.generated) != 10 {
+		t.Fatalf("%d integers, seqs %v", n, seqs)
+	}
+	for _, b := range rec.batches {
+		for i, it := range b.Items {
+			if slot := it.EventMs / 100; it.Value != uint32(slot%100)+1+uint32((b.Seq(i))%5) {
+				t.Fatalf("seq %d: value %d event %d", b.Seq(i), it.Value, it.EventMs)
+			}
 		}
 	}
 }

@@ -27,6 +27,7 @@ type Options struct {
 	Topic              string
 	NSQDService        string
 	MaxGenerators      int
+	PerSlot            int
 	CoordinationPrefix string
 	OnCoordinationLoss string
 	LeaseAhead         time.Duration
@@ -42,7 +43,7 @@ type Options struct {
 func NewOptions() Options {
 	return Options{
 		Interval: 100 * time.Millisecond, Min: 1, Max: 10000, Topic: "integers", NSQDService: "nsqd",
-		MaxGenerators: 64, CoordinationPrefix: "loopstock/integer-gen", OnCoordinationLoss: OnLossPause,
+		MaxGenerators: 64, PerSlot: 1, CoordinationPrefix: "loopstock/integer-gen", OnCoordinationLoss: OnLossPause,
 		LeaseAhead: 2 * time.Second, BatchMax: 256, QueueSize: 4096, MaxPublishAge: 30 * time.Second,
 		PublishTimeout: 5 * time.Second,
 	}
@@ -59,6 +60,8 @@ func Flags() []cli.Flag {
 		&cli.StringFlag{Name: "topic", Value: d.Topic, EnvVars: env("topic"), Usage: "NSQ topic to publish to"},
 		&cli.StringFlag{Name: "nsqd-service", Value: d.NSQDService, EnvVars: env("nsqd-service"), Usage: "Consul service name of nsqd (the one on this node is preferred)"},
 		&cli.IntFlag{Name: "max-generators", Value: d.MaxGenerators, EnvVars: env("max-generators"), Usage: "most generators of one group running at once"},
+		&cli.IntFlag{Name: "per-slot", Value: d.PerSlot, EnvVars: env("per-slot"),
+			Usage: "integers per slot (load mode: with --interval 1ms and --per-slot 100, 100000 integers/s; all distinct within a slot across generators)"},
 		&cli.StringFlag{Name: "coordination-prefix", Value: d.CoordinationPrefix, EnvVars: env("coordination-prefix"), Usage: "Consul KV folder of the group that must never collide"},
 		&cli.StringFlag{Name: "on-coordination-loss", Value: d.OnCoordinationLoss, EnvVars: env("on-coordination-loss"),
 			Usage: "while Consul is unreachable: pause (emit nothing; keeps the no-collision guarantee) or mark (emit, flagged uncoordinated)"},
@@ -99,8 +102,11 @@ func ReadOptions(c *cli.Context) (Options, error) {
 	if o.MaxGenerators < 1 || o.MaxGenerators > 1024 {
 		return bad("max-generators", "%d: want 1..1024", o.MaxGenerators)
 	}
-	if int64(o.MaxGenerators) > mx-mn+1 {
-		return bad("max-generators", "%d generators cannot draw distinct values from %d..%d", o.MaxGenerators, mn, mx)
+	if o.PerSlot = c.Int("per-slot"); o.PerSlot < 1 || o.PerSlot > wire.MaxItems {
+		return bad("per-slot", "%d: want 1..%d", o.PerSlot, wire.MaxItems)
+	}
+	if int64(o.MaxGenerators)*int64(o.PerSlot) > mx-mn+1 {
+		return bad("max-generators", "%d generators × %d per slot cannot draw distinct values from %d..%d", o.MaxGenerators, o.PerSlot, mn, mx)
 	}
 	if o.CoordinationPrefix = c.String("coordination-prefix"); o.CoordinationPrefix == "" {
 		return bad("coordination-prefix", "empty")

@@ -1,0 +1,125 @@
+package integerapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"sync"
+	"time"
+
+	"github.com/loopstock/loopstock/internal/windowapi"
+)
+
+// cache keeps the newest MaxLimit windows and their JSON, so that reads cost
+// no Redis round trip: it is refreshed at most every ttl (another instance's
+// writes show within ttl) and at once after this instance's own writes. A
+// refresh that fails is an error, so a down Redis still answers 503.
+type cache struct {
+	store Store
+	ttl   time.Duration
+	now   func() time.Time
+
+	mu      sync.Mutex
+	snap    *snapshot
+	fetched time.Time
+	flight  *flight
+}
+
+type flight struct {
+	done chan struct{}
+	snap *snapshot
+	err  error
+}
+
+type snapshot struct {
+	windows []windowapi.Window // newest first
+
+	mu   sync.Mutex
+	list map[int][]byte // limit → the JSON array
+	last []byte
+}
+
+func newCache(store Store, ttl time.Duration) *cache {
+	return &cache{store: store, ttl: ttl, now: time.Now}
+}
+
+// get returns a snapshot no older than ttl.
+func (c *cache) get(ctx context.Context) (*snapshot, error) {
+	c.mu.Lock()
+	if c.snap != nil && c.now().Sub(c.fetched) < c.ttl {
+		s := c.snap
+		c.mu.Unlock()
+		return s, nil
+	}
+	f := c.flight
+	if f == nil { // one refresh at a time; the others wait for it
+		f = &flight{done: make(chan struct{})}
+		c.flight = f
+		c.mu.Unlock()
+		started := c.now()
+		ws, err := c.store.Latest(ctx, MaxLimit)
+		f.err = err
+		if err == nil {
+			f.snap = &snapshot{windows: ws, list: map[int][]byte{}}
+		}
+		c.mu.Lock()
+		if err == nil {
+			c.snap, c.fetched = f.snap, started
+		}
+		c.flight = nil
+		c.mu.Unlock()
+		close(f.done)
+	} else {
+		c.mu.Unlock()
+	}
+	select {
+	case <-f.done:
+		return f.snap, f.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// invalidate makes the next read fetch again (after this instance's write).
+func (c *cache) invalidate() {
+	c.mu.Lock()
+	c.snap = nil
+	c.mu.Unlock()
+}
+
+func encode(v any) []byte {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+	return b.Bytes()
+}
+
+// listJSON is the JSON of the newest n windows, encoded once per snapshot.
+func (s *snapshot) listJSON(n int) []byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if b, ok := s.list[n]; ok {
+		return b
+	}
+	ws := s.windows[:min(n, len(s.windows))]
+	if ws == nil {
+		ws = []windowapi.Window{} // [] rather than null
+	}
+	b := encode(ws)
+	s.list[n] = b
+	return b
+}
+
+// lastJSON is the newest window's JSON, or nil when there is none.
+func (s *snapshot) lastJSON() []byte {
+	if len(s.windows) == 0 {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.last == nil {
+		s.last = encode(s.windows[0])
+	}
+	return s.last
+}
