@@ -13,7 +13,7 @@ export PATH := $(BIN):$(PATH)
 export LOOPSTOCK_TOOLS := $(BIN)
 
 SERVICES   := integer-gen integeraverage-cal integer-api
-NSQ_TOOLS  := $(BIN)/nsqd $(BIN)/nsqlookupd $(BIN)/nsqadmin $(BIN)/hivemind
+NSQ_TOOLS  := $(BIN)/nsqd $(BIN)/nsqlookupd $(BIN)/nsqadmin $(BIN)/hivemind $(BIN)/bench_writer $(BIN)/bench_reader
 GO_SOURCES := $(shell find . -name '*.go' -not -path './.data/*' -not -path './tools/*') go.mod go.sum
 
 .PHONY: help
@@ -34,9 +34,10 @@ tools: $(NSQ_TOOLS) $(BIN)/consul redis ## build the pinned tools (nsq, consul, 
 
 $(NSQ_TOOLS) &: tools/nsq/go.mod tools/nsq/go.sum
 	@mkdir -p $(BIN)
-	@echo "building nsqd, nsqlookupd, nsqadmin (nsq v1.3.0) and hivemind (v1.1.0)"
+	@echo "building nsqd, nsqlookupd, nsqadmin, bench_writer, bench_reader (nsq v1.3.0) and hivemind (v1.1.0)"
 	cd tools/nsq && go build -o $(BIN)/ github.com/nsqio/nsq/apps/nsqd github.com/nsqio/nsq/apps/nsqlookupd \
-		github.com/nsqio/nsq/apps/nsqadmin github.com/DarthSim/hivemind
+		github.com/nsqio/nsq/apps/nsqadmin github.com/nsqio/nsq/bench/bench_writer github.com/nsqio/nsq/bench/bench_reader \
+		github.com/DarthSim/hivemind
 
 $(BIN)/consul: tools/consul/go.mod tools/consul/go.sum
 	@mkdir -p $(BIN)
@@ -142,8 +143,10 @@ test-unit: ## unit tests only (no servers)
 	go test -count=1 -short ./...
 
 .PHONY: bench
-bench: tools ## Go benchmarks: wire decoding, the permutation, coordination cost per value
-	go test -run '^$$' -bench . -benchmem ./...
+bench: tools ## measure the pipeline, per-integer cost, API, freshness and footprint; writes docs/benchmarks.md
+	@mkdir -p .data
+	go test -run '^$$' -bench . -benchmem ./internal/... | tee .data/go-bench.txt
+	LOOPSTOCK_BENCH_OUT=$(CURDIR)/docs/benchmarks.md go test -count=1 -v -timeout 30m -run '^TestBench$$' ./test/bench
 
 .PHONY: lint
 lint: ## go vet, gofmt and go mod tidy must leave nothing to change

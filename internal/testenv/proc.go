@@ -235,6 +235,16 @@ func (p *Proc) end(sig syscall.Signal, timeout time.Duration) {
 	<-done
 }
 
+// Pid is the running process's id (0 when it is not running).
+func (p *Proc) Pid() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil || p.cmd.Process == nil {
+		return 0
+	}
+	return p.cmd.Process.Pid
+}
+
 // Output is everything the process printed so far.
 func (p *Proc) Output() string { return p.out.String() }
 

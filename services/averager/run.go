@@ -62,7 +62,7 @@ func Run(ctx context.Context, o Options, log *logrus.Entry) error {
 
 	cfg := Config{
 		Window: o.Window, Grace: o.Grace, MaxLateness: o.MaxLateness, MaxFuture: o.MaxFuture,
-		Limits: wire.Limits{Min: o.Min, Max: o.Max}, TouchEvery: o.MsgTimeout / 3, FlushEvery: 100 * time.Millisecond,
+		Limits: wire.Limits{Min: o.Min, Max: o.Max}, TouchEvery: o.MsgTimeout / 3, FlushEvery: 25 * time.Millisecond,
 	}
 	var runErr error
 	for runCtx.Err() == nil {

@@ -9,6 +9,8 @@ tool (
 	github.com/nsqio/nsq/apps/nsqadmin
 	github.com/nsqio/nsq/apps/nsqd
 	github.com/nsqio/nsq/apps/nsqlookupd
+	github.com/nsqio/nsq/bench/bench_reader
+	github.com/nsqio/nsq/bench/bench_writer
 )
 
 require (
