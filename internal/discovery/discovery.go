@@ -29,16 +29,6 @@ type Instance struct {
 // Addr is host:port of the instance's registered port.
 func (i Instance) Addr() string { return joinHostPort(i.Address, i.Port) }
 
-// MetaAddr is host:port with the port taken from the named meta key, for
-// services with a second port (nsqd's HTTP port, for example).
-func (i Instance) MetaAddr(key string) (string, error) {
-	p, err := strconv.Atoi(i.Meta[key])
-	if err != nil || p <= 0 || p > 65535 {
-		return "", fmt.Errorf("service instance %s has no valid meta %q (got %q)", i.ID, key, i.Meta[key])
-	}
-	return joinHostPort(i.Address, p), nil
-}
-
 func joinHostPort(host string, port int) string {
 	if host == "" {
 		host = "127.0.0.1"

@@ -39,11 +39,8 @@ func TestWatchFollowsChanges(t *testing.T) {
 	if err != nil || len(list) != 1 || list[0].Addr() != "127.0.0.1:1001" || list[0].Node != "testnode" {
 		t.Fatalf("%+v %v", list, err)
 	}
-	if a, err := list[0].MetaAddr("http_port"); err != nil || a != "127.0.0.1:99" {
-		t.Errorf("MetaAddr = %q, %v", a, err)
-	}
-	if _, err := list[0].MetaAddr("nope"); err == nil {
-		t.Error("MetaAddr of a missing key succeeded")
+	if list[0].Meta["http_port"] != "99" {
+		t.Errorf("meta %v", list[0].Meta)
 	}
 	reg("thing-2", 1002)
 	testenv.Eventually(t, 5*time.Second, "two instances", func() bool { l, _, _ := w.Current(); return len(l) == 2 })

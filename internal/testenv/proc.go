@@ -245,9 +245,6 @@ func (p *Proc) Pid() int {
 	return p.cmd.Process.Pid
 }
 
-// Output is everything the process printed so far.
-func (p *Proc) Output() string { return p.out.String() }
-
 // Eventually polls cond every 50ms until it is true or timeout passes, then
 // fails the test with what.
 func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {

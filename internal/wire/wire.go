@@ -43,18 +43,6 @@ type InstanceID [16]byte
 
 func (id InstanceID) String() string { return hex.EncodeToString(id[:]) }
 
-// ParseInstanceID reads the 32 hex digit form that String writes.
-func ParseInstanceID(s string) (InstanceID, error) {
-	var id InstanceID
-	if len(s) != 32 {
-		return id, fmt.Errorf("instance id %q: want 32 hex digits", s)
-	}
-	if _, err := hex.Decode(id[:], []byte(s)); err != nil {
-		return id, fmt.Errorf("instance id %q: %v", s, err)
-	}
-	return id, nil
-}
-
 // Item is one generated integer.
 type Item struct {
 	// EventMs is the start of the slot it was drawn for, in Unix milliseconds.
