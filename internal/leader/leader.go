@@ -102,6 +102,10 @@ func campaignOnce(ctx context.Context, client *consul.Client, o Options, ttl tim
 
 	t.lock, err = client.LockOpts(&consul.LockOptions{
 		Key: o.Key, Value: o.Value, Session: sid, MonitorRetries: 3, MonitorRetryTime: time.Second,
+		// After a failed acquisition of a free key (its lock-delay after a
+		// holder's session ended), retry soon: the default waits 5 s, and a
+		// graceful release during that wait would go unnoticed.
+		LockRetryTime: 200 * time.Millisecond,
 	})
 	if err != nil {
 		t.end()

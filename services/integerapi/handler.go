@@ -92,8 +92,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		rt.serve(rw, r)
 	}
-	h.m.requests.WithLabelValues(name, strconv.Itoa(rw.status)).Inc()
-	h.m.latency.WithLabelValues(name).Observe(time.Since(start).Seconds())
+	h.m.observe(name, rw.status, time.Since(start))
 }
 
 type statusWriter struct {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/loopstock/loopstock/internal/logging"
 	"github.com/loopstock/loopstock/internal/windowapi"
@@ -256,5 +257,23 @@ func TestStaleFenceIs409(t *testing.T) {
 	rec, e := serve(t, s, "PUT", "/v1/integers/2026-01-01T00:00:00Z", validWrite, "Authorization", "Bearer "+token)
 	if rec.Code != 409 || e.Code != windowapi.CodeStaleFence {
 		t.Fatalf("%d %+v", rec.Code, e)
+	}
+}
+
+func TestRequestsAreCountedByRouteAndStatus(t *testing.T) {
+	h := NewHandler(&memStore{windows: windows(3)}, token, prometheus.NewRegistry(), logging.Discard())
+	for _, target := range []string{"/v1/integers", "/v1/integers", "/v1/integers?limit=0", "/nope"} {
+		h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", target, nil))
+	}
+	for _, c := range []struct {
+		route, code string
+		want        float64
+	}{{"/v1/integers", "200", 2}, {"/v1/integers", "400", 1}, {"unknown", "404", 1}} {
+		if got := testutil.ToFloat64(h.m.requests.WithLabelValues(c.route, c.code)); got != c.want {
+			t.Errorf("requests{route=%q,code=%q} = %v, want %v", c.route, c.code, got, c.want)
+		}
+	}
+	if n := testutil.CollectAndCount(h.m.latency); n != 2 {
+		t.Errorf("%d latency series, want 2 (one per route)", n)
 	}
 }

@@ -1,8 +1,17 @@
 package integerapi
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 type metrics struct {
+	// children caches the per-route series: looking them up by label
+	// values on every request costs more than the request itself.
+	children                       sync.Map // routeCode → *routeSeries
 	requests                       *prometheus.CounterVec
 	latency                        *prometheus.HistogramVec
 	storeErrors, staleWrites       prometheus.Counter
@@ -33,3 +42,27 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 // DescribeMetrics registers every metric of integer-api on reg: the list
 // the dashboard's queries are checked against.
 func DescribeMetrics(reg prometheus.Registerer) { newMetrics(reg) }
+
+type routeCode struct {
+	route string
+	code  int
+}
+
+type routeSeries struct {
+	requests prometheus.Counter
+	latency  prometheus.Observer
+}
+
+func (m *metrics) observe(route string, code int, d time.Duration) {
+	k := routeCode{route, code}
+	v, ok := m.children.Load(k)
+	if !ok {
+		v, _ = m.children.LoadOrStore(k, &routeSeries{
+			requests: m.requests.WithLabelValues(route, strconv.Itoa(code)),
+			latency:  m.latency.WithLabelValues(route),
+		})
+	}
+	s := v.(*routeSeries)
+	s.requests.Inc()
+	s.latency.Observe(d.Seconds())
+}
