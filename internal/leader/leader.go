@@ -2,6 +2,10 @@
 // lock (a KV key held by a session) and hands the winner a fencing token:
 // the lock key's modify index at acquisition, which only grows. A store that
 // refuses tokens lower than the highest it has seen refuses a stale leader.
+//
+// The lock is taken with blocking queries on the key rather than consul/api's
+// Lock, whose fixed 5 s pause after a failed acquisition (a lock-delay) can
+// hide a release that follows: here a standby retries every RetryDelay.
 package leader
 
 import (
@@ -28,6 +32,10 @@ type Options struct {
 	LockDelay  time.Duration
 }
 
+// RetryDelay is the pause between attempts on a free key that could not be
+// acquired (its lock-delay is running).
+const RetryDelay = 200 * time.Millisecond
+
 // Term is one period of leadership.
 type Term struct {
 	// Fence is the token every write of this term carries.
@@ -35,19 +43,20 @@ type Term struct {
 	// Lost is closed when leadership is lost (or resigned).
 	Lost <-chan struct{}
 
-	lock      *consul.Lock
+	kv        *consul.KV
 	session   *consul.Session
-	sid       string
+	key, sid  string
 	stopRenew chan struct{}
+	cancel    context.CancelFunc
 	endOnce   sync.Once
 }
 
 // Resign releases the lock at once, so a standby takes over without waiting
 // for the session to expire.
 func (t *Term) Resign() error {
-	err := t.lock.Unlock()
+	_, _, err := t.kv.Release(&consul.KVPair{Key: t.key, Session: t.sid}, nil)
 	t.end()
-	if err != nil && err != consul.ErrLockNotHeld {
+	if err != nil {
 		return fmt.Errorf("releasing the leader lock: %w", err)
 	}
 	return nil
@@ -55,6 +64,9 @@ func (t *Term) Resign() error {
 
 func (t *Term) end() {
 	t.endOnce.Do(func() {
+		if t.cancel != nil {
+			t.cancel()
+		}
 		close(t.stopRenew)
 		t.session.Destroy(t.sid, nil)
 	})
@@ -87,51 +99,88 @@ func Campaign(ctx context.Context, client *consul.Client, o Options, log *logrus
 }
 
 func campaignOnce(ctx context.Context, client *consul.Client, o Options, ttl time.Duration) (*Term, error) {
-	name := "leader " + o.Key
 	sid, _, err := client.Session().Create(&consul.SessionEntry{
-		Name: name, TTL: ttl.String(), LockDelay: o.LockDelay,
+		Name: "leader " + o.Key, TTL: ttl.String(), LockDelay: o.LockDelay,
 		Checks:   append([]string{"serfHealth"}, o.CheckIDs...),
 		Behavior: consul.SessionBehaviorRelease,
 	}, nil)
 	if err != nil {
 		return nil, fmt.Errorf("creating a consul session: %w", err)
 	}
-	t := &Term{session: client.Session(), sid: sid, stopRenew: make(chan struct{})}
-	// The session is ours (Lock does not renew a session it did not create).
+	t := &Term{kv: client.KV(), session: client.Session(), key: o.Key, sid: sid, stopRenew: make(chan struct{})}
+	// The session is ours to renew; if it ends, Consul releases the key.
 	go t.session.RenewPeriodic(ttl.String(), sid, nil, t.stopRenew)
 
-	t.lock, err = client.LockOpts(&consul.LockOptions{
-		Key: o.Key, Value: o.Value, Session: sid, MonitorRetries: 3, MonitorRetryTime: time.Second,
-		// After a failed acquisition of a free key (its lock-delay after a
-		// holder's session ended), retry soon: the default waits 5 s, and a
-		// graceful release during that wait would go unnoticed.
-		LockRetryTime: 200 * time.Millisecond,
-	})
-	if err != nil {
-		t.end()
-		return nil, err
-	}
-	lost, err := t.lock.Lock(ctx.Done())
-	if err != nil || lost == nil {
-		t.end()
-		if err == nil {
-			err = ctx.Err()
+	var index uint64
+	for {
+		q := (&consul.QueryOptions{WaitIndex: index, WaitTime: time.Minute, RequireConsistent: index == 0}).WithContext(ctx)
+		pair, meta, err := t.kv.Get(o.Key, q)
+		if err != nil {
+			t.end()
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			return nil, fmt.Errorf("reading %s: %w", o.Key, err)
 		}
-		return nil, err
+		if pair != nil && pair.Session != "" && pair.Session != sid {
+			index = meta.LastIndex // held: wait for it to change
+			continue
+		}
+		ok, _, err := t.kv.Acquire(&consul.KVPair{Key: o.Key, Value: o.Value, Session: sid}, nil)
+		if err != nil {
+			t.end()
+			return nil, fmt.Errorf("acquiring %s: %w", o.Key, err)
+		}
+		if ok {
+			break
+		}
+		index = 0 // free but refused: its lock-delay runs; try again shortly
+		select {
+		case <-ctx.Done():
+			t.end()
+			return nil, ctx.Err()
+		case <-time.After(RetryDelay):
+		}
 	}
-	pair, _, err := client.KV().Get(o.Key, &consul.QueryOptions{RequireConsistent: true})
+	pair, _, err := t.kv.Get(o.Key, &consul.QueryOptions{RequireConsistent: true})
 	if err != nil || pair == nil || pair.Session != sid {
-		t.lock.Unlock()
 		t.end()
 		return nil, fmt.Errorf("reading the fencing token of %s: %v", o.Key, err)
 	}
 	t.Fence = pair.ModifyIndex
-	out := make(chan struct{})
-	go func() {
-		<-lost
-		t.end()
-		close(out)
-	}()
-	t.Lost = out
+	lost := make(chan struct{})
+	t.Lost = lost
+	mctx, cancel := context.WithCancel(context.Background())
+	t.cancel = cancel
+	go t.monitor(mctx, pair.ModifyIndex, lost)
 	return t, nil
+}
+
+// monitor closes lost when the key is no longer held by this term's
+// session (released, session ended), or when the term ends.
+func (t *Term) monitor(ctx context.Context, index uint64, lost chan struct{}) {
+	defer close(lost)
+	defer t.end()
+	failures := 0
+	for ctx.Err() == nil {
+		pair, meta, err := t.kv.Get(t.key, (&consul.QueryOptions{WaitIndex: index, WaitTime: time.Minute}).WithContext(ctx))
+		if err != nil {
+			// Consul unreachable: keep leading while the session may still
+			// be alive (the store's fence stops a stale leader anyway).
+			if failures++; failures > 3 {
+				return
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		failures = 0
+		if pair == nil || pair.Session != t.sid {
+			return
+		}
+		index = meta.LastIndex
+	}
 }
