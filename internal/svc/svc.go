@@ -180,8 +180,8 @@ func (r *Runtime) Close(ctx context.Context) error {
 	return r.server.Shutdown(ctx)
 }
 
-// SignalContext ends at SIGINT or SIGTERM.
-func SignalContext() (context.Context, context.CancelFunc) {
+// signalContext ends at SIGINT or SIGTERM.
+func signalContext() (context.Context, context.CancelFunc) {
 	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 }
 
@@ -197,7 +197,7 @@ func Main(name, instance string, cm cliflags.Common, run func(ctx context.Contex
 	if err != nil {
 		return err
 	}
-	ctx, stop := SignalContext()
+	ctx, stop := signalContext()
 	defer stop()
 	return run(ctx, log)
 }

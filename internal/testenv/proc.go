@@ -235,6 +235,16 @@ func (p *Proc) end(sig syscall.Signal, timeout time.Duration) {
 	<-done
 }
 
+// Flag is the value given to the process's flag name ("--http-addr"), or "".
+func (p *Proc) Flag(name string) string {
+	for i := 0; i+1 < len(p.Args); i++ {
+		if p.Args[i] == name {
+			return p.Args[i+1]
+		}
+	}
+	return ""
+}
+
 // Pid is the running process's id (0 when it is not running).
 func (p *Proc) Pid() int {
 	p.mu.Lock()

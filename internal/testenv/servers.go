@@ -1,6 +1,8 @@
 package testenv
 
 import (
+	"encoding/json"
+	"fmt"
 	"net"
 	"net/http"
 	"strconv"
@@ -121,6 +123,24 @@ func (n *NSQ) RegisterIn(t testing.TB, c *Consul) {
 		&consul.AgentServiceCheck{HTTP: "http://" + n.LookupdHTTP + "/ping", Interval: "1s", Timeout: "1s"})
 	c.Register(t, "nsqd", "nsqd-"+dt, port(dt), map[string]string{"http_port": dh},
 		&consul.AgentServiceCheck{HTTP: "http://" + n.NSQDHTTP + "/ping", Interval: "1s", Timeout: "1s"})
+}
+
+// GetJSON GETs url (2 s timeout) and decodes its body into v (when v is
+// not nil), returning the status code.
+func GetJSON(url string, v any) (int, error) {
+	c := &http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if v == nil {
+		return resp.StatusCode, nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		return resp.StatusCode, fmt.Errorf("%s: %w", url, err)
+	}
+	return resp.StatusCode, nil
 }
 
 // WaitHTTP waits until url answers 200.

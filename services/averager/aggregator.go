@@ -97,16 +97,12 @@ type Aggregator struct {
 
 	buckets map[int64]*bucket
 	batch   wire.Batch
-	lastEnd float64     // newest window stored, for the gauges
-	sink    func(*held) // finishes a message (tests observe it)
+	lastEnd float64 // newest window stored, for the gauges
 }
 
 func newAggregator(cfg Config, fence uint64, w Writer, d DeadLetter, m *metrics, log *logrus.Entry) *Aggregator {
 	return &Aggregator{cfg: cfg, fence: fence, writer: w, dead: d, m: m, log: log, now: time.Now, buckets: map[int64]*bucket{}}
 }
-
-// errStale ends a leadership term.
-var errStale = windowapi.ErrStaleFence
 
 // Run consumes in until ctx ends or the store refuses this term's fence,
 // then hands every message not yet finished back to nsqd.
@@ -273,7 +269,7 @@ func (a *Aggregator) abandon(h *held) {
 }
 
 // Flush writes every window whose grace has passed, and touches messages
-// held long. It returns errStale when this term must end.
+// held long. It returns windowapi.ErrStaleFence when this term must end.
 func (a *Aggregator) Flush(ctx context.Context) error {
 	now := a.now()
 	starts := make([]int64, 0, len(a.buckets))
@@ -288,7 +284,7 @@ func (a *Aggregator) Flush(ctx context.Context) error {
 			continue
 		}
 		if err := a.write(ctx, bk, now); err != nil {
-			if errors.Is(err, errStale) {
+			if errors.Is(err, windowapi.ErrStaleFence) {
 				return err
 			}
 			bk.backoff = min(max(bk.backoff*2, 100*time.Millisecond), 5*time.Second)
@@ -319,7 +315,7 @@ func (a *Aggregator) write(ctx context.Context, bk *bucket, now time.Time) error
 	cancel()
 	if err != nil {
 		a.m.storeErrors.Inc()
-		if errors.Is(err, errStale) {
+		if errors.Is(err, windowapi.ErrStaleFence) {
 			log.WithError(err).Warn("a newer leader owns the store: stepping down")
 			return err
 		}

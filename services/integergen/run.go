@@ -56,9 +56,13 @@ func Run(ctx context.Context, o Options, log *logrus.Entry) error {
 	})
 	rt.Serve(nil)
 
-	coordDone := make(chan error, 1)
+	coordDone := make(chan struct{})
+	var coordErr error
 	tickCtx, stopTicks := context.WithCancel(runCtx)
-	go func() { coordDone <- coord.Run(tickCtx) }()
+	go func() {
+		coordErr = coord.Run(tickCtx)
+		close(coordDone)
+	}()
 	published := make(chan struct{})
 	go func() {
 		g.PublishAll(tickCtx, 5*time.Second)
@@ -70,12 +74,11 @@ func Run(ctx context.Context, o Options, log *logrus.Entry) error {
 	var runErr error
 	select {
 	case <-ctx.Done():
-	case err := <-coordDone:
+	case <-coordDone:
 		var mm *slotlease.MismatchError
-		if errors.As(err, &mm) {
-			runErr = err
+		if errors.As(coordErr, &mm) {
+			runErr = coordErr // flags that disagree with the group's: exit
 		}
-		coordDone <- nil
 	case err := <-rt.Failed():
 		runErr = fmt.Errorf("http server: %w", err)
 	}

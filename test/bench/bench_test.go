@@ -5,7 +5,6 @@ package bench
 
 import (
 	"bufio"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -138,7 +137,7 @@ func pipeline(t *testing.T) pipelineResult {
 			"--batch-wait", "20ms", "--lease-ahead", "500ms", "--queue-size", "1000000", "--log-level", "info")
 	}
 	s.WaitHealthy(t, 60*time.Second)
-	avg := "http://" + flag(s.Averagers[0].Args, "--http-addr")
+	avg := "http://" + s.Averagers[0].Flag("--http-addr")
 	time.Sleep(10 * time.Second) // warm-up: a fixed period, not a synchronisation
 	c0, t0 := metric(t, avg, "integeraverage_cal_integers_counted_total"), time.Now()
 	time.Sleep(30 * time.Second)
@@ -175,7 +174,7 @@ func pipeline(t *testing.T) pipelineResult {
 
 func servedWindows(t *testing.T, api string) map[int64]windowapi.Window {
 	var ws []windowapi.Window
-	getJSON(api+"/v1/integers?limit=100", &ws)
+	testenv.GetJSON(api+"/v1/integers?limit=100", &ws)
 	out := map[int64]windowapi.Window{}
 	for _, w := range ws {
 		out[w.Start.UnixMilli()] = w
@@ -255,7 +254,7 @@ func defaultRate(t *testing.T) defaultResult {
 		AvgArgs: []string{"--window", "1s", "--log-level", "info"}, GenArgs: []string{"--log-level", "info"}, APIArgs: []string{"--log-level", "info"}})
 	s.WaitHealthy(t, 60*time.Second)
 	api := "http://" + s.APIAddr
-	avg := "http://" + flag(s.Averagers[0].Args, "--http-addr")
+	avg := "http://" + s.Averagers[0].Flag("--http-addr")
 	time.Sleep(5 * time.Second) // warm-up
 	procs := map[string]*testenv.Proc{"integer-gen (each)": s.Generators[0], "integeraverage-cal": s.Averagers[0], "integer-api": s.APIs[0]}
 	cpu0 := map[string]time.Duration{}
@@ -268,7 +267,7 @@ func defaultRate(t *testing.T) defaultResult {
 	end := time.Now().Add(60 * time.Second)
 	for time.Now().Before(end) {
 		var w windowapi.Window
-		if code, _ := getJSON(api+"/v1/integers/last", &w); code == 200 {
+		if code, _ := testenv.GetJSON(api+"/v1/integers/last", &w); code == 200 {
 			if _, ok := firstSeen[w.End.UnixMilli()]; !ok {
 				firstSeen[w.End.UnixMilli()] = time.Now()
 			}
@@ -411,37 +410,6 @@ func get(url string) ([]byte, error) {
 	return io.ReadAll(resp.Body)
 }
 
-func getJSON(url string, v any) (int, error) {
-	c := &http.Client{Timeout: 2 * time.Second}
-	resp, err := c.Get(url)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	return resp.StatusCode, jsonDecode(resp.Body, v)
-}
-
-func flag(args []string, name string) string {
-	for i := 0; i+1 < len(args); i++ {
-		if args[i] == name {
-			return args[i+1]
-		}
-	}
-	return ""
-}
-
-func jsonDecode(r io.Reader, v any) error { return json.NewDecoder(r).Decode(v) }
-
-func cpuModel() string {
-	data, _ := os.ReadFile("/proc/cpuinfo")
-	for _, l := range strings.Split(string(data), "\n") {
-		if strings.HasPrefix(l, "model name") {
-			return strings.TrimSpace(strings.SplitN(l, ":", 2)[1])
-		}
-	}
-	return "unknown"
-}
-
 func met(ok bool) string {
 	if ok {
 		return "target met"
@@ -530,4 +498,14 @@ func render(writer, reader float64, p pipelineResult, d defaultResult, took time
 	w("the permutation, and the coordination's cost per value against a real Consul")
 	w("(`BenchmarkCostPerValue`: round trips per value at a 1 ms slot).")
 	return b.String()
+}
+
+func cpuModel() string {
+	data, _ := os.ReadFile("/proc/cpuinfo")
+	for _, l := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(l, "model name") {
+			return strings.TrimSpace(strings.SplitN(l, ":", 2)[1])
+		}
+	}
+	return "unknown"
 }

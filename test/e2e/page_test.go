@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/loopstock/loopstock/internal/testenv"
 	"github.com/loopstock/loopstock/internal/windowapi"
 )
 
@@ -42,7 +43,7 @@ func checkPage(t *testing.T, api string) {
 		t.Fatalf("chromium: %v", err)
 	}
 	var served []windowapi.Window
-	if code, err := getJSON(api+"/v1/integers?limit=60", &served); err != nil || code != 200 {
+	if code, err := testenv.GetJSON(api+"/v1/integers?limit=60", &served); err != nil || code != 200 {
 		t.Fatalf("API: %d %v", code, err)
 	}
 	byStart := map[string]windowapi.Window{}

@@ -4,8 +4,6 @@
 package e2e
 
 import (
-	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -16,22 +14,6 @@ import (
 	"github.com/loopstock/loopstock/internal/testenv"
 	"github.com/loopstock/loopstock/internal/windowapi"
 )
-
-func getJSON(url string, v any) (int, error) {
-	c := &http.Client{Timeout: 3 * time.Second}
-	resp, err := c.Get(url)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	if v != nil {
-		if err := json.Unmarshal(body, v); err != nil {
-			return resp.StatusCode, fmt.Errorf("%s: %v: %s", url, err, body)
-		}
-	}
-	return resp.StatusCode, nil
-}
 
 func TestPipelineEndToEnd(t *testing.T) {
 	if testing.Short() {
@@ -48,12 +30,12 @@ func TestPipelineEndToEnd(t *testing.T) {
 	t.Run("averages equal the audit's exact means", func(t *testing.T) {
 		var served []windowapi.Window
 		testenv.Eventually(t, 40*time.Second, "two closed windows served", func() bool {
-			code, err := getJSON(api+"/v1/integers?limit=100", &served)
+			code, err := testenv.GetJSON(api+"/v1/integers?limit=100", &served)
 			return err == nil && code == 200 && len(served) >= 2
 		})
 		var last map[string]any
 		testenv.Eventually(t, 15*time.Second, "every served window to match the audit", func() bool {
-			getJSON(api+"/v1/integers?limit=100", &served)
+			testenv.GetJSON(api+"/v1/integers?limit=100", &served)
 			seen := audit.Windows(5 * time.Second)
 			for _, w := range served {
 				a := seen[w.Start.UnixMilli()]
@@ -77,7 +59,7 @@ func TestPipelineEndToEnd(t *testing.T) {
 				t.Errorf("window %v–%v is not an epoch-aligned 5s window", w.Start, w.End)
 			}
 		}
-		if code, err := getJSON(api+"/v1/integers/last", &last); err != nil || code != 200 || last["start"] != served[0].Start.Format(windowapi.TimeFormat) {
+		if code, err := testenv.GetJSON(api+"/v1/integers/last", &last); err != nil || code != 200 || last["start"] != served[0].Start.Format(windowapi.TimeFormat) {
 			t.Errorf("/v1/integers/last = %d %v, want the newest window %v", code, last, served[0].Start)
 		}
 	})
@@ -133,7 +115,7 @@ func TestPipelineEndToEnd(t *testing.T) {
 		s.Redis.Signal(syscall.SIGSTOP)
 		var e windowapi.Error
 		testenv.Eventually(t, 10*time.Second, "503 from the API", func() bool {
-			code, _ := getJSON(api+"/v1/integers/last", &e)
+			code, _ := testenv.GetJSON(api+"/v1/integers/last", &e)
 			return code == 503
 		})
 		if e.Code != windowapi.CodeUnavailable {
@@ -145,7 +127,7 @@ func TestPipelineEndToEnd(t *testing.T) {
 		})
 		s.Redis.Signal(syscall.SIGCONT)
 		testenv.Eventually(t, 15*time.Second, "the API to answer 200 again", func() bool {
-			code, _ := getJSON(api+"/v1/integers/last", nil)
+			code, _ := testenv.GetJSON(api+"/v1/integers/last", nil)
 			return code == 200
 		})
 		s.Consul.WaitPassing(t, "integer-api", 1, 15*time.Second)
@@ -154,7 +136,7 @@ func TestPipelineEndToEnd(t *testing.T) {
 
 func metrics(t *testing.T, p *testenv.Proc) string {
 	t.Helper()
-	addr := flagValue(p.Args, "--http-addr")
+	addr := p.Flag("--http-addr")
 	resp, err := http.Get("http://" + addr + "/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -162,15 +144,6 @@ func metrics(t *testing.T, p *testenv.Proc) string {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
-}
-
-func flagValue(args []string, name string) string {
-	for i := 0; i+1 < len(args); i++ {
-		if args[i] == name {
-			return args[i+1]
-		}
-	}
-	return ""
 }
 
 func grep(s, words string) string {
@@ -196,7 +169,7 @@ func channelDepth(t *testing.T, nsqdHTTP, topic, channel string) int64 {
 			} `json:"channels"`
 		} `json:"topics"`
 	}
-	if _, err := getJSON("http://"+nsqdHTTP+"/stats?format=json&topic="+topic, &stats); err != nil {
+	if _, err := testenv.GetJSON("http://"+nsqdHTTP+"/stats?format=json&topic="+topic, &stats); err != nil {
 		return -1
 	}
 	for _, tp := range stats.Topics {

@@ -5,10 +5,8 @@
 package faults
 
 import (
-	"encoding/json"
 	"fmt"
 	"math/rand/v2"
-	"net/http"
 	"os"
 	"slices"
 	"sort"
@@ -207,7 +205,7 @@ func (f *faultRun) waitNoOrphans() {
 	orphans := -1
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
-		if getJSON("http://"+f.s.NSQ.NSQDHTTP+"/stats?format=json&topic="+testenv.Topic, &stats) == nil {
+		if okJSON("http://"+f.s.NSQ.NSQDHTTP+"/stats?format=json&topic="+testenv.Topic, &stats) {
 			orphans = 0
 			for _, tp := range stats.Topics {
 				for _, ch := range tp.Channels {
@@ -272,7 +270,7 @@ func (f *faultRun) leader(except ...*testenv.Proc) *testenv.Proc {
 		var h struct {
 			Leader bool `json:"leader"`
 		}
-		if getJSON("http://"+flagValue(a.Args, "--http-addr")+"/health", &h) == nil && h.Leader {
+		if okJSON("http://"+a.Flag("--http-addr")+"/health", &h) && h.Leader {
 			return a
 		}
 	}
@@ -323,7 +321,7 @@ func (f *faultRun) duplicate(tee chan []byte, rng *rand.Rand) (stop func()) {
 func (f *faultRun) served() []windowapi.Window {
 	var ws []windowapi.Window
 	for _, api := range f.s.APIs {
-		if getJSON("http://"+flagValue(api.Args, "--http-addr")+"/v1/integers?limit=100", &ws) == nil {
+		if okJSON("http://"+api.Flag("--http-addr")+"/v1/integers?limit=100", &ws) {
 			return ws
 		}
 	}
@@ -378,24 +376,8 @@ func compare(audited map[int64]testenv.Totals, served []windowapi.Window) summar
 	return s
 }
 
-func getJSON(url string, v any) error {
-	c := &http.Client{Timeout: 2 * time.Second}
-	resp, err := c.Get(url)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != 200 {
-		return fmt.Errorf("%s: %s", url, resp.Status)
-	}
-	return json.NewDecoder(resp.Body).Decode(v)
-}
-
-func flagValue(args []string, name string) string {
-	for i := 0; i+1 < len(args); i++ {
-		if args[i] == name {
-			return args[i+1]
-		}
-	}
-	return ""
+// okJSON is true when url answered 200 with JSON decoded into v.
+func okJSON(url string, v any) bool {
+	code, err := testenv.GetJSON(url, v)
+	return err == nil && code == 200
 }
