@@ -18,11 +18,17 @@ type cache struct {
 	store Store
 	ttl   time.Duration
 	now   func() time.Time
+	// firstServed is told of each window, once, when a read first finds it
+	// in the store: how fresh the API is, as its clients see it.
+	firstServed func(w windowapi.Window, at time.Time)
 
 	mu      sync.Mutex
 	snap    *snapshot
 	fetched time.Time
 	flight  *flight
+	// newestEnd is the end of the newest window read so far; windows that
+	// ended before this cache was made are not reported as first served.
+	newestEnd time.Time
 }
 
 type flight struct {
@@ -39,8 +45,10 @@ type snapshot struct {
 	last []byte
 }
 
-func newCache(store Store, ttl time.Duration) *cache {
-	return &cache{store: store, ttl: ttl, now: time.Now}
+func newCache(store Store, ttl time.Duration, firstServed func(windowapi.Window, time.Time)) *cache {
+	c := &cache{store: store, ttl: ttl, now: time.Now, firstServed: firstServed}
+	c.newestEnd = c.now()
+	return c
 }
 
 // get returns a snapshot no older than ttl.
@@ -65,6 +73,7 @@ func (c *cache) get(ctx context.Context) (*snapshot, error) {
 		c.mu.Lock()
 		if err == nil {
 			c.snap, c.fetched = f.snap, started
+			c.noteNew(ws, c.now())
 		}
 		c.flight = nil
 		c.mu.Unlock()
@@ -77,6 +86,24 @@ func (c *cache) get(ctx context.Context) (*snapshot, error) {
 		return f.snap, f.err
 	case <-ctx.Done():
 		return nil, ctx.Err()
+	}
+}
+
+// noteNew reports the windows newer than any read before (ws is newest
+// first). Called with c.mu held, so each window is reported once.
+func (c *cache) noteNew(ws []windowapi.Window, at time.Time) {
+	i := 0
+	for i < len(ws) && ws[i].End.After(c.newestEnd) {
+		i++
+	}
+	if i == 0 {
+		return
+	}
+	c.newestEnd = ws[0].End
+	for j := i - 1; j >= 0; j-- { // oldest first
+		if c.firstServed != nil {
+			c.firstServed(ws[j], at)
+		}
 	}
 }
 

@@ -48,7 +48,17 @@ type Handler struct {
 
 // NewHandler returns the API over store; writes need token.
 func NewHandler(store Store, token string, reg prometheus.Registerer, log *logrus.Entry) *Handler {
-	return &Handler{store: store, cache: newCache(store, CacheTTL), token: []byte(token), log: log, m: newMetrics(reg), timeout: 3 * time.Second}
+	h := &Handler{store: store, token: []byte(token), log: log, m: newMetrics(reg), timeout: 3 * time.Second}
+	h.cache = newCache(store, CacheTTL, h.firstServed)
+	return h
+}
+
+// firstServed records how long after its end a window became readable here.
+func (h *Handler) firstServed(w windowapi.Window, at time.Time) {
+	lag := at.Sub(w.End)
+	h.m.serveLag.Observe(lag.Seconds())
+	h.log.WithFields(logrus.Fields{"window": w.Start.Format(time.RFC3339Nano), "end": w.End.Format(time.RFC3339Nano),
+		"lag_ms": lag.Milliseconds()}).Debug("window first served")
 }
 
 type route struct {
