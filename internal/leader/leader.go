@@ -80,7 +80,7 @@ func Campaign(ctx context.Context, client *consul.Client, o Options, log *logrus
 	}
 	backoff := 250 * time.Millisecond
 	for {
-		term, err := campaignOnce(ctx, client, o, ttl)
+		term, err := campaignOnce(ctx, client, o, ttl, log)
 		if err == nil {
 			return term, nil
 		}
@@ -98,7 +98,7 @@ func Campaign(ctx context.Context, client *consul.Client, o Options, log *logrus
 	}
 }
 
-func campaignOnce(ctx context.Context, client *consul.Client, o Options, ttl time.Duration) (*Term, error) {
+func campaignOnce(ctx context.Context, client *consul.Client, o Options, ttl time.Duration, log *logrus.Entry) (*Term, error) {
 	sid, _, err := client.Session().Create(&consul.SessionEntry{
 		Name: "leader " + o.Key, TTL: ttl.String(), LockDelay: o.LockDelay,
 		Checks:   append([]string{"serfHealth"}, o.CheckIDs...),
@@ -112,6 +112,7 @@ func campaignOnce(ctx context.Context, client *consul.Client, o Options, ttl tim
 	go t.session.RenewPeriodic(ttl.String(), sid, nil, t.stopRenew)
 
 	var index uint64
+	var holder string // the session last reported as holding the key
 	for {
 		q := (&consul.QueryOptions{WaitIndex: index, WaitTime: time.Minute, RequireConsistent: index == 0}).WithContext(ctx)
 		pair, meta, err := t.kv.Get(o.Key, q)
@@ -123,6 +124,13 @@ func campaignOnce(ctx context.Context, client *consul.Client, o Options, ttl tim
 			return nil, fmt.Errorf("reading %s: %w", o.Key, err)
 		}
 		if pair != nil && pair.Session != "" && pair.Session != sid {
+			if pair.Session != holder {
+				// Say who leads, once per holder: after an unclean stop it may be
+				// this very service's previous run, until its session expires.
+				holder = pair.Session
+				log.WithFields(logrus.Fields{"key": o.Key, "holder": string(pair.Value), "holder_session": pair.Session}).
+					Info("standing by: another session holds the leader lock")
+			}
 			index = meta.LastIndex // held: wait for it to change
 			continue
 		}
