@@ -100,10 +100,8 @@ func (c *cache) noteNew(ws []windowapi.Window, at time.Time) {
 		return
 	}
 	c.newestEnd = ws[0].End
-	for j := i - 1; j >= 0; j-- { // oldest first
-		if c.firstServed != nil {
-			c.firstServed(ws[j], at)
-		}
+	for j := i - 1; j >= 0 && c.firstServed != nil; j-- { // oldest first
+		c.firstServed(ws[j], at)
 	}
 }
 
