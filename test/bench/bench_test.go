@@ -139,9 +139,9 @@ func pipeline(t *testing.T) pipelineResult {
 	s.WaitHealthy(t, 60*time.Second)
 	avg := "http://" + s.Averagers[0].Flag("--http-addr")
 	time.Sleep(10 * time.Second) // warm-up: a fixed period, not a synchronisation
-	c0, t0 := metric(t, avg, "integeraverage_cal_integers_counted_total"), time.Now()
+	c0, t0 := testenv.Metric(t, avg, "integeraverage_cal_integers_counted_total"), time.Now()
 	time.Sleep(30 * time.Second)
-	c1, t1 := metric(t, avg, "integeraverage_cal_integers_counted_total"), time.Now()
+	c1, t1 := testenv.Metric(t, avg, "integeraverage_cal_integers_counted_total"), time.Now()
 	res := pipelineResult{perSlot: perSlot, generators: gens, rate: (c1 - c0) / t1.Sub(t0).Seconds()}
 	for _, g := range s.Generators {
 		g.Stop(10 * time.Second)
@@ -263,7 +263,7 @@ func defaultRate(t *testing.T) defaultResult {
 	for name, p := range procs {
 		cpu0[name] = cpuTime(t, p)
 	}
-	c0 := metric(t, avg, "integeraverage_cal_integers_counted_total")
+	c0 := testenv.Metric(t, avg, "integeraverage_cal_integers_counted_total")
 	// Freshness, seen from outside: poll the API; when a window first
 	// shows, how long after its end? Only windows that end after polling
 	// began count: one already there says when polling began, not when
@@ -272,7 +272,7 @@ func defaultRate(t *testing.T) defaultResult {
 	// One read first, so the windows stored during the warm-up (first read
 	// now) stay out of the API's record below too.
 	testenv.GetJSON(api+"/v1/integers/last", nil)
-	served0, within0 := metric(t, api, "integer_api_window_serve_lag_seconds_count"), metric(t, api, lagBucket)
+	served0, within0 := testenv.Metric(t, api, "integer_api_window_serve_lag_seconds_count"), testenv.Metric(t, api, lagBucket)
 	firstSeen := map[int64]time.Time{}
 	pollFrom := time.Now()
 	end := pollFrom.Add(60 * time.Second)
@@ -285,11 +285,11 @@ func defaultRate(t *testing.T) defaultResult {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	c1 := metric(t, avg, "integeraverage_cal_integers_counted_total")
+	c1 := testenv.Metric(t, avg, "integeraverage_cal_integers_counted_total")
 	// And seen from inside: the API's own record of when a read first found
 	// each window (its histogram, over the same 60 s).
-	servedN := metric(t, api, "integer_api_window_serve_lag_seconds_count") - served0
-	servedWithin := metric(t, api, lagBucket) - within0
+	servedN := testenv.Metric(t, api, "integer_api_window_serve_lag_seconds_count") - served0
+	servedWithin := testenv.Metric(t, api, lagBucket) - within0
 	res := defaultResult{servedN: int(servedN), servedWithin: int(servedWithin), integersPerS: (c1 - c0) / 60, cpuPerInt: map[string]time.Duration{}, rssMB: map[string]float64{}, grace: 500 * time.Millisecond}
 	for name, p := range procs {
 		per := float64(cpuTime(t, p)-cpu0[name]) / (c1 - c0)
@@ -397,21 +397,6 @@ func rss(t *testing.T, p *testenv.Proc) float64 {
 			return kb / 1024
 		}
 	}
-	return 0
-}
-
-func metric(t *testing.T, base, name string) float64 {
-	body, err := get(base + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, l := range strings.Split(string(body), "\n") {
-		if strings.HasPrefix(l, name+" ") {
-			v, _ := strconv.ParseFloat(strings.Fields(l)[1], 64)
-			return v
-		}
-	}
-	t.Fatalf("%s has no %s", base, name)
 	return 0
 }
 
