@@ -19,7 +19,10 @@ type cache struct {
 	ttl   time.Duration
 	now   func() time.Time
 	// firstServed is told of each window, once, when a read first finds it
-	// in the store: how fresh the API is, as its clients see it.
+	// in the store: how fresh the API is, as its clients see it. Only while
+	// clients keep asking (the read before began at most servedLagMaxGap
+	// earlier): after a quiet spell, when a window became readable is
+	// unknown, and its age would pass for lateness.
 	firstServed func(w windowapi.Window, at time.Time)
 
 	mu      sync.Mutex
@@ -29,7 +32,12 @@ type cache struct {
 	// newestEnd is the end of the newest window read so far; windows that
 	// ended before this cache was made are not reported as first served.
 	newestEnd time.Time
+	prevRead  time.Time // when the last read of the store began
 }
+
+// servedLagMaxGap bounds the error of a reported serve lag: the time
+// between the read that found a window and the read before it.
+const servedLagMaxGap = time.Second
 
 type flight struct {
 	done chan struct{}
@@ -73,8 +81,9 @@ func (c *cache) get(ctx context.Context) (*snapshot, error) {
 		c.mu.Lock()
 		if err == nil {
 			c.snap, c.fetched = f.snap, started
-			c.noteNew(ws, c.now())
+			c.noteNew(ws, c.now(), started.Sub(c.prevRead) <= servedLagMaxGap)
 		}
+		c.prevRead = started
 		c.flight = nil
 		c.mu.Unlock()
 		close(f.done)
@@ -90,8 +99,9 @@ func (c *cache) get(ctx context.Context) (*snapshot, error) {
 }
 
 // noteNew reports the windows newer than any read before (ws is newest
-// first). Called with c.mu held, so each window is reported once.
-func (c *cache) noteNew(ws []windowapi.Window, at time.Time) {
+// first) when report is set. Called with c.mu held, so each window is
+// reported at most once.
+func (c *cache) noteNew(ws []windowapi.Window, at time.Time, report bool) {
 	i := 0
 	for i < len(ws) && ws[i].End.After(c.newestEnd) {
 		i++
@@ -100,7 +110,7 @@ func (c *cache) noteNew(ws []windowapi.Window, at time.Time) {
 		return
 	}
 	c.newestEnd = ws[0].End
-	for j := i - 1; j >= 0 && c.firstServed != nil; j-- { // oldest first
+	for j := i - 1; j >= 0 && report && c.firstServed != nil; j-- { // oldest first
 		c.firstServed(ws[j], at)
 	}
 }

@@ -60,34 +60,51 @@ func TestCachedJSONIsTheWindows(t *testing.T) {
 }
 
 func TestEachNewWindowIsReportedOnceWhenFirstServed(t *testing.T) {
-	now := time.Date(2026, 1, 1, 0, 0, 2, 0, time.UTC)
-	s := &memStore{windows: windows(3)} // the newest ends at 00:00:05, the others before the cache was made
-	type served struct {
-		end time.Time
-		at  time.Time
+	ws := windows(3) // ends 00:00:05, 00:00:00, 23:59:55
+	later := func(w windowapi.Window, d time.Duration) windowapi.Window {
+		w.Start, w.End = w.Start.Add(d), w.End.Add(d)
+		return w
 	}
+	now := time.Date(2026, 1, 1, 0, 0, 2, 0, time.UTC)
+	s := &memStore{windows: ws[1:]}
+	type served struct{ end, at time.Time }
 	var got []served
 	c := newCache(s, CacheTTL, func(w windowapi.Window, at time.Time) { got = append(got, served{w.End, at}) })
 	c.now = func() time.Time { return now }
 	c.newestEnd = now // as newCache does with the real clock
+	read := func(after time.Duration) {
+		now = now.Add(after)
+		c.invalidate()
+		if _, err := c.get(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
 
-	now = now.Add(4 * time.Second) // 00:00:06
-	c.get(context.Background())
-	if len(got) != 1 || !got[0].end.Equal(s.windows[0].End) || !got[0].at.Equal(now) {
-		t.Fatalf("first read reported %v; want only the window that ended after the cache was made, at %v", got, now)
+	read(3 * time.Second) // 00:00:05: only windows that ended before the cache was made
+	s.windows = ws
+	read(600 * time.Millisecond) // 00:00:05.6: the window that ended at 00:00:05
+	read(200 * time.Millisecond) // found again: nothing new
+	if len(got) != 1 || !got[0].end.Equal(ws[0].End) || got[0].at.Sub(got[0].end) != 600*time.Millisecond {
+		t.Fatalf("reported %v; want the window ending %v once, 600ms after its end", got, ws[0].End)
 	}
-	// Two newer windows land at once; re-reads and amendments report nothing.
-	next := windows(3)
-	for i := range next {
-		next[i].Start, next[i].End = next[i].Start.Add(10*time.Second), next[i].End.Add(10*time.Second)
+
+	// Two windows land during a quiet spell: when they became readable is
+	// unknown, so they are not reported, and not later either.
+	s.windows = append([]windowapi.Window{later(ws[0], 10*time.Second), later(ws[0], 5*time.Second)}, ws...)
+	read(10 * time.Second)
+	read(100 * time.Millisecond)
+	if len(got) != 1 {
+		t.Fatalf("reported %v after a 10s gap between reads; want nothing more", got[1:])
 	}
-	s.windows = append(next[:2], s.windows...)
-	now = now.Add(10 * time.Second)
-	c.invalidate()
-	c.get(context.Background())
-	c.invalidate()
-	c.get(context.Background())
-	if len(got) != 3 || !got[1].end.Before(got[2].end) || !got[2].end.Equal(s.windows[0].End) {
-		t.Fatalf("reported %v; want each of the two new windows once, oldest first", got)
+
+	// Two more land while clients read: each reported once, oldest first.
+	for range 100 {
+		read(100 * time.Millisecond) // now 00:00:25.9
+	}
+	s.windows = append([]windowapi.Window{later(ws[0], 20*time.Second), later(ws[0], 15*time.Second)}, s.windows...)
+	read(100 * time.Millisecond)
+	read(100 * time.Millisecond)
+	if len(got) != 3 || !got[1].end.Equal(s.windows[1].End) || !got[2].end.Equal(s.windows[0].End) {
+		t.Fatalf("reported %v; want the two new windows once each, oldest first", got)
 	}
 }

@@ -37,7 +37,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		windowsAmended: c("windows_amended_total", "Stored windows amended with late integers."),
 	}
 	m.serveLag = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "window_serve_lag_seconds",
-		Help:    "Time from a window's end to the first read here that found it in the store (freshness as clients see it).",
+		Help:    "Time from a window's end to the first read here that found it in the store (freshness as clients see it); counted while reads come at least once a second.",
 		Buckets: []float64{0.1, 0.25, 0.5, 0.55, 0.6, 0.7, 0.8, 1, 1.5, 2, 3, 5, 10, 30}})
 	reg.MustRegister(m.requests, m.latency, m.serveLag)
 	return m
