@@ -149,8 +149,9 @@ bench: tools ## measure the pipeline, per-integer cost, API, freshness and footp
 	LOOPSTOCK_BENCH_OUT=$(CURDIR)/docs/benchmarks.md go test -count=1 -v -timeout 30m -run '^TestBench$$' ./test/bench
 
 .PHONY: lint
-lint: ## go vet, gofmt and go mod tidy must leave nothing to change
+lint: ## go vet, gofmt and go mod tidy must leave nothing to change; the scripts must parse
 	go vet ./...
+	@for f in scripts/*; do bash -n "$$f" || { echo "$$f does not parse"; exit 1; }; done
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	@cp go.mod /tmp/loopstock.go.mod.$$$$ && cp go.sum /tmp/loopstock.go.sum.$$$$ && go mod tidy && \
 		if ! cmp -s go.mod /tmp/loopstock.go.mod.$$$$ || ! cmp -s go.sum /tmp/loopstock.go.sum.$$$$; then \
