@@ -16,6 +16,14 @@ job "integer-api" {
     auto_revert       = true
   }
 
+  # Every group: replace a lost allocation elsewhere, backing off, without giving up.
+  reschedule {
+    delay          = "10s"
+    delay_function = "exponential"
+    max_delay      = "2m"
+    unlimited      = true
+  }
+
   group "api" {
     count = var.counts["api"]
 
@@ -32,13 +40,6 @@ job "integer-api" {
       interval = "5m"
       delay    = "5s"
       mode     = "delay"
-    }
-
-    reschedule {
-      delay          = "10s"
-      delay_function = "exponential"
-      max_delay      = "2m"
-      unlimited      = true
     }
 
     task "integer-api" {

@@ -15,6 +15,14 @@ job "integer-gen" {
     auto_revert       = true
   }
 
+  # Every group: replace a lost allocation elsewhere, backing off, without giving up.
+  reschedule {
+    delay          = "10s"
+    delay_function = "exponential"
+    max_delay      = "2m"
+    unlimited      = true
+  }
+
   group "integer-gen" {
     count = var.counts["integer_gen"]
 
@@ -31,13 +39,6 @@ job "integer-gen" {
       interval = "5m"
       delay    = "5s"
       mode     = "delay"
-    }
-
-    reschedule {
-      delay          = "10s"
-      delay_function = "exponential"
-      max_delay      = "2m"
-      unlimited      = true
     }
 
     task "integer-gen" {

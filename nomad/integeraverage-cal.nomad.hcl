@@ -16,6 +16,14 @@ job "integeraverage-cal" {
     auto_revert       = true
   }
 
+  # Every group: replace a lost allocation elsewhere, backing off, without giving up.
+  reschedule {
+    delay          = "10s"
+    delay_function = "exponential"
+    max_delay      = "2m"
+    unlimited      = true
+  }
+
   group "averager" {
     count = var.counts["averager"]
 
@@ -32,13 +40,6 @@ job "integeraverage-cal" {
       interval = "5m"
       delay    = "5s"
       mode     = "delay"
-    }
-
-    reschedule {
-      delay          = "10s"
-      delay_function = "exponential"
-      max_delay      = "2m"
-      unlimited      = true
     }
 
     task "integeraverage-cal" {

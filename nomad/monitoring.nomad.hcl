@@ -29,6 +29,14 @@ job "monitoring" {
     auto_revert       = true
   }
 
+  # Every group: replace a lost allocation elsewhere, backing off, without giving up.
+  reschedule {
+    delay          = "30s"
+    delay_function = "exponential"
+    max_delay      = "5m"
+    unlimited      = true
+  }
+
   group "prometheus" {
     count = 1
 
@@ -47,13 +55,6 @@ job "monitoring" {
       interval = "5m"
       delay    = "10s"
       mode     = "delay"
-    }
-
-    reschedule {
-      delay          = "30s"
-      delay_function = "exponential"
-      max_delay      = "5m"
-      unlimited      = true
     }
 
     service {
@@ -156,13 +157,6 @@ job "monitoring" {
       interval = "5m"
       delay    = "10s"
       mode     = "delay"
-    }
-
-    reschedule {
-      delay          = "30s"
-      delay_function = "exponential"
-      max_delay      = "5m"
-      unlimited      = true
     }
 
     service {

@@ -16,6 +16,14 @@ job "nsq" {
     auto_revert       = true
   }
 
+  # Every group: replace a lost allocation elsewhere, backing off, without giving up.
+  reschedule {
+    delay          = "10s"
+    delay_function = "exponential"
+    max_delay      = "2m"
+    unlimited      = true
+  }
+
   group "nsqlookupd" {
     count = var.counts["nsqlookupd"]
 
@@ -34,13 +42,6 @@ job "nsq" {
       interval = "5m"
       delay    = "5s"
       mode     = "delay"
-    }
-
-    reschedule {
-      delay          = "10s"
-      delay_function = "exponential"
-      max_delay      = "2m"
-      unlimited      = true
     }
 
     # Consumers and nsqadmin use the HTTP port; nsqd registers on the TCP one.
@@ -101,13 +102,6 @@ job "nsq" {
       interval = "5m"
       delay    = "5s"
       mode     = "delay"
-    }
-
-    reschedule {
-      delay          = "10s"
-      delay_function = "exponential"
-      max_delay      = "2m"
-      unlimited      = true
     }
 
     service {

@@ -17,6 +17,14 @@ job "redis" {
     auto_revert       = true
   }
 
+  # Every group: replace a lost allocation elsewhere, backing off, without giving up.
+  reschedule {
+    delay          = "10s"
+    delay_function = "exponential"
+    max_delay      = "2m"
+    unlimited      = true
+  }
+
   group "redis" {
     count = var.redis_driver == "docker" ? 1 : 0
 
@@ -36,13 +44,6 @@ job "redis" {
       interval = "5m"
       delay    = "5s"
       mode     = "delay"
-    }
-
-    reschedule {
-      delay          = "10s"
-      delay_function = "exponential"
-      max_delay      = "2m"
-      unlimited      = true
     }
 
     service {
@@ -99,13 +100,6 @@ job "redis" {
       interval = "5m"
       delay    = "5s"
       mode     = "delay"
-    }
-
-    reschedule {
-      delay          = "10s"
-      delay_function = "exponential"
-      max_delay      = "2m"
-      unlimited      = true
     }
 
     service {

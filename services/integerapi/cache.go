@@ -25,14 +25,12 @@ type cache struct {
 	// unknown, and its age would pass for lateness.
 	firstServed func(w windowapi.Window, at time.Time)
 
-	mu      sync.Mutex
-	snap    *snapshot
-	fetched time.Time
-	flight  *flight
-	// newestEnd is the end of the newest window read so far; windows that
-	// ended before this cache was made are not reported as first served.
-	newestEnd time.Time
-	prevRead  time.Time // when the last read of the store began
+	mu        sync.Mutex
+	snap      *snapshot
+	fetched   time.Time
+	flight    *flight
+	newestEnd time.Time // the end of the newest window read so far
+	prevRead  time.Time // when the last read of the store began (zero: none yet)
 }
 
 // servedLagMaxGap bounds the error of a reported serve lag: the time
@@ -54,9 +52,7 @@ type snapshot struct {
 }
 
 func newCache(store Store, ttl time.Duration, firstServed func(windowapi.Window, time.Time)) *cache {
-	c := &cache{store: store, ttl: ttl, now: time.Now, firstServed: firstServed}
-	c.newestEnd = c.now()
-	return c
+	return &cache{store: store, ttl: ttl, now: time.Now, firstServed: firstServed}
 }
 
 // get returns a snapshot no older than ttl.

@@ -71,7 +71,6 @@ func TestEachNewWindowIsReportedOnceWhenFirstServed(t *testing.T) {
 	var got []served
 	c := newCache(s, CacheTTL, func(w windowapi.Window, at time.Time) { got = append(got, served{w.End, at}) })
 	c.now = func() time.Time { return now }
-	c.newestEnd = now // as newCache does with the real clock
 	read := func(after time.Duration) {
 		now = now.Add(after)
 		c.invalidate()
@@ -80,7 +79,7 @@ func TestEachNewWindowIsReportedOnceWhenFirstServed(t *testing.T) {
 		}
 	}
 
-	read(3 * time.Second) // 00:00:05: only windows that ended before the cache was made
+	read(3 * time.Second) // 00:00:05: the first read reports nothing, no read came before it
 	s.windows = ws
 	read(600 * time.Millisecond) // 00:00:05.6: the window that ended at 00:00:05
 	read(200 * time.Millisecond) // found again: nothing new
