@@ -14,7 +14,11 @@ export LOOPSTOCK_TOOLS := $(BIN)
 
 SERVICES   := integer-gen integeraverage-cal integer-api
 NSQ_TOOLS  := $(BIN)/nsqd $(BIN)/nsqlookupd $(BIN)/nsqadmin $(BIN)/hivemind $(BIN)/bench_writer $(BIN)/bench_reader
-GO_SOURCES := $(shell find . -name '*.go' -not -path './.data/*' -not -path './tools/*') go.mod go.sum
+GO_SOURCES := $(shell find . -name '*.go' -not -path './.data/*' -not -path './tools/*' -not -path './platform/*') go.mod go.sum
+# The services' module (.) and the platform checks' module (platform/: Butane,
+# Ignition, Nomad job and Terraform checks, the cluster test), kept apart so
+# the services' go.mod lists only what the services use.
+GO_MODULES := . platform
 
 .PHONY: help
 help: ## list the targets
@@ -98,7 +102,7 @@ vagrant-assets: ## download the Consul and Nomad sysext images once (then vagran
 
 .PHONY: vagrant-config
 vagrant-config: ## render each VM's Ignition from ignition/ and its secrets (vagrant up runs it)
-	@go run ./cmd/vagrant-config --out $(VAGRANT_OUT) --ssh-key-file "$(VAGRANT_PUBKEY)" \
+	@cd platform && go run ./cmd/vagrant-config --out ../$(VAGRANT_OUT) --ignition ../ignition --ssh-key-file "$(abspath $(VAGRANT_PUBKEY))" \
 		--consul-version $(CONSUL_VERSION) --nomad-version $(NOMAD_VERSION)
 
 .PHONY: vagrant-serve
@@ -123,6 +127,7 @@ test-vagrantfile: ## ruby -c and vagrant validate of the Vagrantfile (installs D
 test-go: tools ## unit, integration and end-to-end tests (the page test in headless Chromium)
 	@scripts/ensure-apt chromium:chromium
 	LOOPSTOCK_REQUIRE_CHROMIUM=1 go test -count=1 -timeout 20m -skip '^(TestNoCollisions|TestFaults)$$' ./...
+	cd platform && go test -count=1 -timeout 10m ./...
 
 .PHONY: test-collisions
 test-collisions: tools ## generators on real Consul and nsqd, restarted and joined, audited by slot: 0 collisions
@@ -141,6 +146,7 @@ test-faults: tools ## SIGKILL every kind of process at seeded random moments: no
 .PHONY: test-unit
 test-unit: ## unit tests only (no servers)
 	go test -count=1 -short ./...
+	cd platform && go test -count=1 -short ./...
 
 .PHONY: bench
 bench: tools ## measure the pipeline, per-integer cost, API, freshness and footprint; writes docs/benchmarks.md
@@ -149,13 +155,15 @@ bench: tools ## measure the pipeline, per-integer cost, API, freshness and footp
 	LOOPSTOCK_BENCH_OUT=$(CURDIR)/docs/benchmarks.md go test -count=1 -v -timeout 30m -run '^TestBench$$' ./test/bench
 
 .PHONY: lint
-lint: ## go vet, gofmt and go mod tidy must leave nothing to change; the scripts must parse
-	go vet ./...
+lint: ## go vet, gofmt and go mod tidy must leave nothing to change (both modules); the scripts must parse
+	@for m in $(GO_MODULES); do (cd $$m && go vet ./...) || exit 1; done
 	@for f in scripts/*; do bash -n "$$f" || { echo "$$f does not parse"; exit 1; }; done
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
-	@cp go.mod /tmp/loopstock.go.mod.$$$$ && cp go.sum /tmp/loopstock.go.sum.$$$$ && go mod tidy && \
-		if ! cmp -s go.mod /tmp/loopstock.go.mod.$$$$ || ! cmp -s go.sum /tmp/loopstock.go.sum.$$$$; then \
-			echo "go mod tidy changed go.mod/go.sum: commit its result"; exit 1; fi; rm -f /tmp/loopstock.go.*.$$$$
+	@for m in $(GO_MODULES); do \
+		tmp=$$(mktemp -d) && cp $$m/go.mod $$m/go.sum $$tmp/ && (cd $$m && go mod tidy) && \
+		if ! cmp -s $$m/go.mod $$tmp/go.mod || ! cmp -s $$m/go.sum $$tmp/go.sum; then \
+			echo "go mod tidy changed $$m/go.mod or go.sum: commit its result"; rm -rf $$tmp; exit 1; fi; rm -rf $$tmp; \
+	done
 
 ## --- housekeeping --------------------------------------------------------
 

@@ -1,6 +1,6 @@
 # Renders the Butane sources in ignition/ into Ignition with poseidon/ct,
 # strictly: a Butane warning is an error. The same sources and variables as
-# the CI check (ignition/ignition_test.go).
+# the CI check (platform/ignition/ignition_test.go).
 
 locals {
   dir = "${path.module}/../../../ignition"

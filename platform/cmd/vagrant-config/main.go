@@ -19,7 +19,7 @@ import (
 
 	"github.com/zclconf/go-cty/cty"
 
-	"github.com/loopstock/loopstock/internal/flatcar"
+	"github.com/loopstock/loopstock/platform/flatcar"
 )
 
 func main() {

@@ -12,7 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"gopkg.in/yaml.v3"
 
-	"github.com/loopstock/loopstock/internal/jobcheck"
+	"github.com/loopstock/loopstock/platform/jobcheck"
 
 	"github.com/loopstock/loopstock/services/averager"
 	"github.com/loopstock/loopstock/services/integerapi"

@@ -15,7 +15,7 @@ import (
 	"github.com/hashicorp/nomad/api"
 	"github.com/zclconf/go-cty/cty"
 
-	"github.com/loopstock/loopstock/internal/jobcheck"
+	"github.com/loopstock/loopstock/platform/jobcheck"
 	"github.com/loopstock/loopstock/services/averager"
 	"github.com/loopstock/loopstock/services/integerapi"
 	"github.com/loopstock/loopstock/services/integergen"

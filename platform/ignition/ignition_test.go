@@ -15,7 +15,7 @@ import (
 
 	"github.com/zclconf/go-cty/cty"
 
-	"github.com/loopstock/loopstock/internal/flatcar"
+	"github.com/loopstock/loopstock/platform/flatcar"
 )
 
 // exampleVars are what the Terraform module ignition/ passes.
@@ -127,7 +127,7 @@ func TestVagrantConfig(t *testing.T) {
 	os.WriteFile(filepath.Join(out, "www", "sysext", "nomad-1.9.5-x86-64.raw"), []byte("nomad image"), 0o644)
 	key := filepath.Join(out, "key.pub")
 	os.WriteFile(key, []byte("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExampleExampleExampleExampleExampleExa vagrant\n"), 0o644)
-	cmd := exec.Command("go", "run", "../cmd/vagrant-config", "--out", out, "--ignition", ".", "--ssh-key-file", key)
+	cmd := vagrantConfig("--out", out, "--ignition", "../ignition", "--ssh-key-file", key)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("vagrant-config: %v\n%s", err, b)
 	}
@@ -153,8 +153,16 @@ func TestVagrantConfig(t *testing.T) {
 		}
 	}
 	first, _ := os.ReadFile(filepath.Join(out, "ca.pem"))
-	exec.Command("go", "run", "../cmd/vagrant-config", "--out", out, "--ignition", ".", "--ssh-key-file", key).Run()
+	vagrantConfig("--out", out, "--ignition", "../ignition", "--ssh-key-file", key).Run()
 	if again, _ := os.ReadFile(filepath.Join(out, "ca.pem")); !bytes.Equal(first, again) || len(first) == 0 {
 		t.Error("a second run changed the cluster's CA")
 	}
+}
+
+// vagrantConfig runs the platform module's vagrant-config command from the
+// ignition/ folder.
+func vagrantConfig(args ...string) *exec.Cmd {
+	cmd := exec.Command("go", append([]string{"run", "./cmd/vagrant-config"}, args...)...)
+	cmd.Dir = "../platform"
+	return cmd
 }
