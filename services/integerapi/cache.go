@@ -17,7 +17,11 @@ import (
 type cache struct {
 	store Store
 	ttl   time.Duration
-	now   func() time.Time
+	// timeout bounds a refresh. The refresh is shared by every reader that
+	// waits for it, so it runs under its own context: one reader going away
+	// must not fail the others.
+	timeout time.Duration
+	now     func() time.Time
 	// firstServed is told of each window, once, when a read first finds it
 	// in the store: how fresh the API is, as its clients see it. Only while
 	// clients keep asking (the read before began at most servedLagMaxGap
@@ -32,6 +36,9 @@ type cache struct {
 	newestEnd time.Time // the end of the newest window read so far
 	prevRead  time.Time // when the last read of the store began (zero: none yet)
 }
+
+// refreshTimeout bounds one read of the newest windows from the store.
+const refreshTimeout = 2 * time.Second
 
 // servedLagMaxGap bounds the error of a reported serve lag: the time
 // between the read that found a window and the read before it.
@@ -52,10 +59,11 @@ type snapshot struct {
 }
 
 func newCache(store Store, ttl time.Duration, firstServed func(windowapi.Window, time.Time)) *cache {
-	return &cache{store: store, ttl: ttl, now: time.Now, firstServed: firstServed}
+	return &cache{store: store, ttl: ttl, timeout: refreshTimeout, now: time.Now, firstServed: firstServed}
 }
 
-// get returns a snapshot no older than ttl.
+// get returns a snapshot no older than ttl. ctx bounds only this caller's
+// wait, not the refresh it may start or join.
 func (c *cache) get(ctx context.Context) (*snapshot, error) {
 	c.mu.Lock()
 	if c.snap != nil && c.now().Sub(c.fetched) < c.ttl {
@@ -67,31 +75,36 @@ func (c *cache) get(ctx context.Context) (*snapshot, error) {
 	if f == nil { // one refresh at a time; the others wait for it
 		f = &flight{done: make(chan struct{})}
 		c.flight = f
-		c.mu.Unlock()
-		started := c.now()
-		ws, err := c.store.Latest(ctx, MaxLimit)
-		f.err = err
-		if err == nil {
-			f.snap = &snapshot{windows: ws, list: map[int][]byte{}}
-		}
-		c.mu.Lock()
-		if err == nil {
-			c.snap, c.fetched = f.snap, started
-			c.noteNew(ws, c.now(), started.Sub(c.prevRead) <= servedLagMaxGap)
-		}
-		c.prevRead = started
-		c.flight = nil
-		c.mu.Unlock()
-		close(f.done)
-	} else {
-		c.mu.Unlock()
+		go c.refresh(f)
 	}
+	c.mu.Unlock()
 	select {
 	case <-f.done:
 		return f.snap, f.err
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+}
+
+// refresh reads the store for the readers waiting on f, whoever started it.
+func (c *cache) refresh(f *flight) {
+	started := c.now()
+	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+	ws, err := c.store.Latest(ctx, MaxLimit)
+	cancel()
+	f.err = err
+	if err == nil {
+		f.snap = &snapshot{windows: ws, list: map[int][]byte{}}
+	}
+	c.mu.Lock()
+	if err == nil {
+		c.snap, c.fetched = f.snap, started
+		c.noteNew(ws, c.now(), started.Sub(c.prevRead) <= servedLagMaxGap)
+	}
+	c.prevRead = started
+	c.flight = nil
+	c.mu.Unlock()
+	close(f.done)
 }
 
 // noteNew reports the windows newer than any read before (ws is newest

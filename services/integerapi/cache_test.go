@@ -3,9 +3,16 @@ package integerapi
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net/http/httptest"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/loopstock/loopstock/internal/logging"
 	"github.com/loopstock/loopstock/internal/windowapi"
 )
 
@@ -105,5 +112,89 @@ func TestEachNewWindowIsReportedOnceWhenFirstServed(t *testing.T) {
 	read(100 * time.Millisecond)
 	if len(got) != 3 || !got[1].end.Equal(s.windows[1].End) || !got[2].end.Equal(s.windows[0].End) {
 		t.Fatalf("reported %v; want the two new windows once each, oldest first", got)
+	}
+}
+
+// blockingStore holds Latest until release, and keeps the context it got.
+type blockingStore struct {
+	memStore
+	started chan struct{}
+	release chan struct{}
+	mu      sync.Mutex
+	reads   int
+	ctx     context.Context
+}
+
+func (s *blockingStore) Latest(ctx context.Context, n int) ([]windowapi.Window, error) {
+	s.mu.Lock()
+	s.reads++
+	s.ctx = ctx
+	s.mu.Unlock()
+	s.started <- struct{}{}
+	select {
+	case <-s.release:
+		return s.memStore.Latest(ctx, n)
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%w: %v", ErrUnavailable, ctx.Err())
+	}
+}
+
+// The refresh is shared: a client that goes away while it runs must not
+// cancel it for the others.
+func TestOneCallerLeavingDoesNotFailTheSharedRefresh(t *testing.T) {
+	s := &blockingStore{memStore: memStore{windows: windows(3)}, started: make(chan struct{}, 1), release: make(chan struct{})}
+	c := newCache(s, CacheTTL, nil)
+	now := time.Unix(1000, 0)
+	c.now = func() time.Time { return now }
+
+	first, leave := context.WithCancel(context.Background())
+	firstErr := make(chan error, 1)
+	go func() { _, err := c.get(first); firstErr <- err }()
+	<-s.started // the refresh runs on the first caller's behalf
+	type result struct {
+		snap *snapshot
+		err  error
+	}
+	second := make(chan result, 1)
+	go func() { snap, err := c.get(context.Background()); second <- result{snap, err} }()
+
+	leave()
+	if err := <-firstErr; err == nil {
+		t.Fatal("the caller that left got windows after it left")
+	}
+	s.mu.Lock()
+	refreshErr := s.ctx.Err()
+	_, hasDeadline := s.ctx.Deadline()
+	s.mu.Unlock()
+	if refreshErr != nil {
+		t.Errorf("the shared refresh was cancelled with its first caller: %v", refreshErr)
+	}
+	if !hasDeadline {
+		t.Error("the shared refresh has no deadline: a hung Redis would hold every reader")
+	}
+	close(s.release)
+	r := <-second
+	if r.err != nil || len(r.snap.windows) != 3 {
+		t.Fatalf("the caller that stayed got %v, %v; want the 3 windows", r.snap, r.err)
+	}
+	if s.reads != 1 {
+		t.Fatalf("%d store reads; want the one refresh, shared", s.reads)
+	}
+}
+
+// A reader that leaves is not a store failure: no 503 logged or counted.
+func TestAReaderThatLeftIsNotAStoreError(t *testing.T) {
+	s := &blockingStore{memStore: memStore{windows: windows(3)}, started: make(chan struct{}, 1), release: make(chan struct{})}
+	defer close(s.release)
+	h := NewHandler(s, token, prometheus.NewRegistry(), logging.Discard())
+	ctx, leave := context.WithCancel(context.Background())
+	leave()
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "/v1/integers", nil).WithContext(ctx))
+	if rec.Code != statusClientGone {
+		t.Errorf("status %d, want %d", rec.Code, statusClientGone)
+	}
+	if n := testutil.ToFloat64(h.m.storeErrors); n != 0 {
+		t.Errorf("%v store errors counted for a reader that left", n)
 	}
 }

@@ -128,8 +128,16 @@ func writeError(w http.ResponseWriter, status int, code, msg string) {
 	writeJSON(w, status, windowapi.Error{Code: code, Message: msg})
 }
 
+// statusClientGone is recorded (as nginx does) for a request whose client
+// left before the answer was ready: not the store's failure.
+const statusClientGone = 499
+
 // storeError answers a store failure: 503 while Redis is unreachable.
-func (h *Handler) storeError(w http.ResponseWriter, err error) {
+func (h *Handler) storeError(w http.ResponseWriter, r *http.Request, err error) {
+	if r.Context().Err() != nil {
+		w.WriteHeader(statusClientGone)
+		return
+	}
 	h.m.storeErrors.Inc()
 	if errors.Is(err, ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
 		h.log.WithError(err).Warn("store unavailable")
@@ -194,7 +202,7 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	snap, err := h.cache.get(ctx)
 	if err != nil {
-		h.storeError(w, err)
+		h.storeError(w, r, err)
 		return
 	}
 	writeBody(w, http.StatusOK, snap.listJSON(limit))
@@ -216,7 +224,7 @@ func (h *Handler) last(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	snap, err := h.cache.get(ctx)
 	if err != nil {
-		h.storeError(w, err)
+		h.storeError(w, r, err)
 		return
 	}
 	body := snap.lastJSON()
@@ -269,7 +277,7 @@ func (h *Handler) put(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err != nil {
-		h.storeError(w, err)
+		h.storeError(w, r, err)
 		return
 	}
 	if res.Created {
