@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -39,6 +40,8 @@ const (
 type Handler struct {
 	store   Store
 	cache   *cache
+	mux     *http.ServeMux
+	routes  map[string]string // mux pattern → route label of the metrics
 	token   []byte
 	log     *logrus.Entry
 	m       *metrics
@@ -50,6 +53,24 @@ type Handler struct {
 func NewHandler(store Store, token string, reg prometheus.Registerer, log *logrus.Entry) *Handler {
 	h := &Handler{store: store, token: []byte(token), log: log, m: newMetrics(reg), timeout: 3 * time.Second}
 	h.cache = newCache(store, CacheTTL, h.firstServed)
+	h.mux, h.routes = http.NewServeMux(), map[string]string{}
+	// Go's method patterns match methods exactly; a GET pattern also
+	// serves HEAD. The labels are the routes' names in the metrics.
+	for _, r := range []struct {
+		pattern, label string
+		serve          http.HandlerFunc
+	}{
+		{"GET /{$}", "/", h.index},
+		{"GET /v1/integers", "/v1/integers", h.list},
+		{"GET /v1/integers/last", "/v1/integers/last", h.last},
+		{"GET /v1/integers/{start}", "/v1/integers/{start}", h.one},
+		{"PUT /v1/integers/{start}", "/v1/integers/{start}", h.put},
+		{"GET /health", "/health", h.extra},
+		{"GET /metrics", "/metrics", h.extra},
+	} {
+		h.mux.HandleFunc(r.pattern, r.serve)
+		h.routes[r.pattern] = r.label
+	}
 	return h
 }
 
@@ -61,48 +82,75 @@ func (h *Handler) firstServed(w windowapi.Window, at time.Time) {
 		"lag_ms": lag.Milliseconds()}).Debug("window first served")
 }
 
-type route struct {
-	name    string
-	methods string // allowed, for 405 and Allow
-	serve   func(http.ResponseWriter, *http.Request)
-}
-
-func (h *Handler) route(path string) (route, bool) {
-	switch {
-	case path == "/":
-		return route{"/", "GET, HEAD", h.index}, true
-	case path == "/v1/integers":
-		return route{"/v1/integers", "GET, HEAD", h.list}, true
-	case path == "/v1/integers/last":
-		return route{"/v1/integers/last", "GET, HEAD", h.last}, true
-	case strings.HasPrefix(path, "/v1/integers/") && !strings.Contains(path[len("/v1/integers/"):], "/"):
-		return route{"/v1/integers/{start}", "PUT", h.put}, true
-	}
-	return route{}, false
-}
-
-// ServeHTTP routes by path, then by method, with JSON errors throughout.
+// ServeHTTP routes with Go's method patterns, with JSON errors throughout.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	rw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
-	rt, ok := h.route(r.URL.Path)
-	name := rt.name
-	switch {
-	case !ok && h.Extra != nil && (r.URL.Path == "/health" || r.URL.Path == "/metrics"):
-		name = r.URL.Path
-		h.Extra.ServeHTTP(rw, r)
-	case !ok:
-		name = "unknown"
-		writeError(rw, http.StatusNotFound, windowapi.CodeNotFound,
-			fmt.Sprintf("no such path %q: see GET / for the endpoints", r.URL.Path))
-	case !strings.Contains(rt.methods, r.Method):
-		rw.Header().Set("Allow", rt.methods)
-		writeError(rw, http.StatusMethodNotAllowed, windowapi.CodeMethod,
-			fmt.Sprintf("%s is not allowed on %s: use %s", r.Method, rt.name, rt.methods))
-	default:
-		rt.serve(rw, r)
+	_, pattern := h.mux.Handler(r)
+	label, ok := h.routes[pattern]
+	if ok {
+		h.mux.ServeHTTP(rw, r)
+	} else {
+		label = h.noRoute(rw, r)
 	}
-	h.m.observe(name, rw.status, time.Since(start))
+	h.m.observe(label, rw.status, time.Since(start))
+}
+
+// noRoute answers what the mux has no handler for: 405 with Allow when the
+// path exists with other methods, 404 otherwise, or the mux's redirect to
+// a clean path. It returns the route label for the metrics.
+func (h *Handler) noRoute(w http.ResponseWriter, r *http.Request) string {
+	ans := &answer{header: http.Header{}}
+	h.mux.ServeHTTP(ans, r) // the mux's own answer, for its status and Allow
+	switch ans.status {
+	case http.StatusMethodNotAllowed:
+		allow := ans.header.Get("Allow")
+		w.Header().Set("Allow", allow)
+		label := "unknown"
+		alt := *r // the route under one of its allowed methods
+		alt.Method, _, _ = strings.Cut(allow, ",")
+		if _, p := h.mux.Handler(&alt); h.routes[p] != "" {
+			label = h.routes[p]
+		}
+		writeError(w, http.StatusMethodNotAllowed, windowapi.CodeMethod,
+			fmt.Sprintf("%s is not allowed on %s: use %s", r.Method, r.URL.Path, allow))
+		return label
+	case http.StatusNotFound:
+		writeError(w, http.StatusNotFound, windowapi.CodeNotFound,
+			fmt.Sprintf("no such path %q: see GET / for the endpoints", r.URL.Path))
+	default: // a redirect to the cleaned path
+		for k, v := range ans.header {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(ans.status)
+	}
+	return "unknown"
+}
+
+// answer keeps the status and headers of a response and drops its body.
+type answer struct {
+	header http.Header
+	status int
+}
+
+func (a *answer) Header() http.Header { return a.header }
+func (a *answer) WriteHeader(code int) {
+	if a.status == 0 {
+		a.status = code
+	}
+}
+func (a *answer) Write(b []byte) (int, error) {
+	a.WriteHeader(http.StatusOK)
+	return len(b), nil
+}
+
+// extra serves /health and /metrics through Extra.
+func (h *Handler) extra(w http.ResponseWriter, r *http.Request) {
+	if h.Extra == nil {
+		writeError(w, http.StatusNotFound, windowapi.CodeNotFound, fmt.Sprintf("no %s here", r.URL.Path))
+		return
+	}
+	h.Extra.ServeHTTP(w, r)
 }
 
 type statusWriter struct {
@@ -150,8 +198,9 @@ func (h *Handler) storeError(w http.ResponseWriter, r *http.Request, err error) 
 
 // Endpoints is the index served at GET /.
 var Endpoints = map[string]string{
-	"GET /v1/integers":         "the last windows, newest first (?limit=1..100, default 10)",
+	"GET /v1/integers":         "the last windows, newest first (?limit=1..100, default 10); ?before={start} pages back through history, and a full page's Link header (rel=next) names the next one",
 	"GET /v1/integers/last":    "the newest window (404 when there is none yet)",
+	"GET /v1/integers/{start}": "the window that starts at {start} (RFC 3339; 404 when none is stored)",
 	"PUT /v1/integers/{start}": "store a window (integeraverage-cal only; needs the write token)",
 	"GET /health":              "health (503 when the store is unreachable)",
 	"GET /metrics":             "Prometheus metrics",
@@ -181,12 +230,14 @@ func wantsHTML(accept string) bool {
 	return html >= 0 && (json < 0 || html < json)
 }
 
+// list serves the newest windows from the cache, and older pages
+// (?before=) from the store. A full page links to the next one.
 func (h *Handler) list(w http.ResponseWriter, r *http.Request) {
 	limit := DefaultLimit
 	q := r.URL.Query()
 	for k := range q {
-		if k != "limit" {
-			writeError(w, http.StatusBadRequest, windowapi.CodeBadRequest, fmt.Sprintf("unknown parameter %q: the only one is limit", k))
+		if k != "limit" && k != "before" {
+			writeError(w, http.StatusBadRequest, windowapi.CodeBadRequest, fmt.Sprintf("unknown parameter %q: the parameters are limit and before", k))
 			return
 		}
 	}
@@ -200,12 +251,80 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), h.timeout)
 	defer cancel()
-	snap, err := h.cache.get(ctx)
+	if !q.Has("before") {
+		snap, err := h.cache.get(ctx)
+		if err != nil {
+			h.storeError(w, r, err)
+			return
+		}
+		if len(snap.windows) >= limit {
+			w.Header().Set("Link", nextLink(snap.windows[limit-1].Start, limit))
+		}
+		writeBody(w, http.StatusOK, snap.listJSON(limit))
+		return
+	}
+	s := q.Get("before")
+	before, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, windowapi.CodeBadRequest,
+			fmt.Sprintf("before=%q is not an RFC 3339 time: give the start of the oldest window of the page before (e.g. 2026-01-02T15:04:05Z)", s))
+		return
+	}
+	ws, err := h.store.Before(ctx, before, limit)
 	if err != nil {
 		h.storeError(w, r, err)
 		return
 	}
-	writeBody(w, http.StatusOK, snap.listJSON(limit))
+	if len(ws) == limit {
+		w.Header().Set("Link", nextLink(ws[limit-1].Start, limit))
+	}
+	writeJSON(w, http.StatusOK, ws)
+}
+
+// nextLink is the Link header of the page after one whose oldest window
+// starts at oldest.
+func nextLink(oldest time.Time, limit int) string {
+	q := url.Values{"before": {oldest.UTC().Format(windowapi.TimeFormat)}, "limit": {strconv.Itoa(limit)}}
+	return "</v1/integers?" + q.Encode() + `>; rel="next"`
+}
+
+// one serves the window that starts at {start}.
+func (h *Handler) one(w http.ResponseWriter, r *http.Request) {
+	if len(r.URL.Query()) > 0 {
+		writeError(w, http.StatusBadRequest, windowapi.CodeBadRequest, "/v1/integers/{start} takes no parameters")
+		return
+	}
+	start, msg := parseStart(r.PathValue("start"))
+	if msg != "" {
+		writeError(w, http.StatusBadRequest, windowapi.CodeBadRequest, msg)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), h.timeout)
+	defer cancel()
+	win, ok, err := h.store.Get(ctx, start)
+	if err != nil {
+		h.storeError(w, r, err)
+		return
+	}
+	if !ok {
+		writeError(w, http.StatusNotFound, windowapi.CodeNotFound, fmt.Sprintf(
+			"no window starts at %s: starts are multiples of the window length, and windows older than the retention are gone (GET /v1/integers lists the stored ones)",
+			start.Format(windowapi.TimeFormat)))
+		return
+	}
+	writeJSON(w, http.StatusOK, win)
+}
+
+// parseStart reads a window start from the path, or says what is wrong.
+func parseStart(raw string) (time.Time, string) {
+	start, err := time.Parse(time.RFC3339Nano, raw)
+	if err != nil {
+		return time.Time{}, fmt.Sprintf("window start %q is not an RFC 3339 time (e.g. 2026-01-02T15:04:05Z)", raw)
+	}
+	if start.UnixMilli() <= 0 || start.Nanosecond()%int(time.Millisecond) != 0 {
+		return time.Time{}, fmt.Sprintf("window start %q: must be after 1970 and a whole millisecond", raw)
+	}
+	return start, ""
 }
 
 func writeBody(w http.ResponseWriter, status int, body []byte) {
@@ -245,10 +364,9 @@ func (h *Handler) put(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusUnauthorized, windowapi.CodeUnauthorized, "window writes need the header Authorization: Bearer <write token>")
 		return
 	}
-	raw := strings.TrimPrefix(r.URL.Path, "/v1/integers/")
-	start, err := time.Parse(time.RFC3339Nano, raw)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, windowapi.CodeBadRequest, fmt.Sprintf("window start %q is not an RFC 3339 time (e.g. 2026-01-02T15:04:05Z)", raw))
+	start, msg := parseStart(r.PathValue("start"))
+	if msg != "" {
+		writeError(w, http.StatusBadRequest, windowapi.CodeBadRequest, msg)
 		return
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
@@ -294,9 +412,6 @@ func (h *Handler) put(w http.ResponseWriter, r *http.Request) {
 }
 
 func validateWrite(start time.Time, wr windowapi.Write) string {
-	if start.UnixMilli() <= 0 || start.Nanosecond()%int(time.Millisecond) != 0 {
-		return "window start must be after 1970 and a whole millisecond"
-	}
 	if !wr.End.After(start) || wr.End.Sub(start) > 24*time.Hour || wr.End.Nanosecond()%int(time.Millisecond) != 0 {
 		return "end must be after start by at most 24h, a whole millisecond"
 	}

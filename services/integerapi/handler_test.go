@@ -30,6 +30,31 @@ func (s *memStore) Latest(_ context.Context, n int) ([]windowapi.Window, error) 
 	return s.windows[:min(n, len(s.windows))], nil
 }
 
+func (s *memStore) Before(_ context.Context, before time.Time, n int) ([]windowapi.Window, error) {
+	if s.err != nil {
+		return nil, s.err
+	}
+	out := []windowapi.Window{}
+	for _, w := range s.windows {
+		if w.Start.Before(before) && len(out) < n {
+			out = append(out, w)
+		}
+	}
+	return out, nil
+}
+
+func (s *memStore) Get(_ context.Context, start time.Time) (windowapi.Window, bool, error) {
+	if s.err != nil {
+		return windowapi.Window{}, false, s.err
+	}
+	for _, w := range s.windows {
+		if w.Start.Equal(start) {
+			return w, true, nil
+		}
+	}
+	return windowapi.Window{}, false, nil
+}
+
 func (s *memStore) Put(_ context.Context, start time.Time, w windowapi.Write) (windowapi.WriteResult, error) {
 	if s.err != nil {
 		return windowapi.WriteResult{}, s.err
@@ -151,8 +176,8 @@ func TestUnknownPathAndWrongMethod(t *testing.T) {
 		t.Errorf("nested path: %d %+v", rec.Code, e)
 	}
 	for _, c := range []struct{ method, path, allow string }{
-		{"POST", "/v1/integers", "GET, HEAD"}, {"DELETE", "/v1/integers/last", "GET, HEAD"},
-		{"GET", "/v1/integers/2026-01-01T00:00:00Z", "PUT"}, {"PUT", "/", "GET, HEAD"},
+		{"POST", "/v1/integers", "GET, HEAD"}, {"DELETE", "/v1/integers/last", "GET, HEAD, PUT"},
+		{"DELETE", "/v1/integers/2026-01-01T00:00:00Z", "GET, HEAD, PUT"}, {"PUT", "/", "GET, HEAD"},
 	} {
 		rec, e := serve(t, s, c.method, c.path, "")
 		if rec.Code != 405 || e.Code != windowapi.CodeMethod || rec.Header().Get("Allow") != c.allow {
@@ -275,5 +300,65 @@ func TestRequestsAreCountedByRouteAndStatus(t *testing.T) {
 	}
 	if n := testutil.CollectAndCount(h.m.latency); n != 2 {
 		t.Errorf("%d latency series, want 2 (one per route)", n)
+	}
+}
+
+// Methods match exactly: a method that is part of an allowed one's name is
+// not that method.
+func TestMethodsMatchExactly(t *testing.T) {
+	s := &memStore{windows: windows(3)}
+	for _, c := range []struct{ method, path string }{
+		{"GE", "/v1/integers"}, {"G", "/v1/integers/last"}, {"ET", "/"}, {"HEA", "/v1/integers"},
+		{"PU", "/v1/integers/2026-01-01T00:00:00Z"}, {"get", "/v1/integers"},
+	} {
+		rec, e := serve(t, s, c.method, c.path, validWrite, "Authorization", "Bearer "+token)
+		if rec.Code != 405 || e.Code != windowapi.CodeMethod || rec.Header().Get("Allow") == "" {
+			t.Errorf("%s %s: %d %+v Allow=%q; want 405 method_not_allowed with Allow", c.method, c.path, rec.Code, e, rec.Header().Get("Allow"))
+		}
+	}
+}
+
+func TestHistoryRequestsSayWhatIsWrong(t *testing.T) {
+	s := &memStore{windows: windows(30)}
+	for _, c := range []struct {
+		target, code, says string
+		status             int
+	}{
+		{"/v1/integers?before=yesterday", windowapi.CodeBadRequest, "RFC 3339", 400},
+		{"/v1/integers?before=2026-01-01T00:00:00Z&limit=0", windowapi.CodeBadRequest, "limit", 400},
+		{"/v1/integers?before=2026-01-01T00:00:00Z&page=2", windowapi.CodeBadRequest, "limit and before", 400},
+		{"/v1/integers/yesterday", windowapi.CodeBadRequest, "RFC 3339", 400},
+		{"/v1/integers/2026-01-01T00:00:00.0005Z", windowapi.CodeBadRequest, "whole millisecond", 400},
+		{"/v1/integers/2026-01-01T00:00:00Z?x=1", windowapi.CodeBadRequest, "no parameters", 400},
+		{"/v1/integers/2026-01-01T00:00:01Z", windowapi.CodeNotFound, "no window starts at 2026-01-01T00:00:01Z", 404},
+		{"/v1/integers/", windowapi.CodeNotFound, "no such path", 404},
+	} {
+		rec, e := serve(t, s, "GET", c.target, "")
+		if rec.Code != c.status || e.Code != c.code || !strings.Contains(e.Message, c.says) {
+			t.Errorf("GET %s: %d %+v; want %d %s saying %q", c.target, rec.Code, e, c.status, c.code, c.says)
+		}
+	}
+	down := &memStore{err: fmt.Errorf("%w: connection refused", ErrUnavailable)}
+	for _, p := range []string{"/v1/integers?before=2026-01-01T00:00:00Z", "/v1/integers/2026-01-01T00:00:00Z"} {
+		if rec, e := serve(t, down, "GET", p, ""); rec.Code != 503 || e.Code != windowapi.CodeUnavailable {
+			t.Errorf("%s with the store down: %d %+v", p, rec.Code, e)
+		}
+	}
+}
+
+func TestAFullPageLinksToTheNext(t *testing.T) {
+	s := &memStore{windows: windows(30)}
+	rec, _ := serve(t, s, "GET", "/v1/integers?limit=10", "")
+	want := `</v1/integers?before=2025-12-31T23%3A59%3A15Z&limit=10>; rel="next"` // the 10th window's start
+	if got := rec.Header().Get("Link"); got != want {
+		t.Fatalf("Link %q, want %q", got, want)
+	}
+	rec, _ = serve(t, s, "GET", "/v1/integers?before=2025-12-31T23:59:15Z&limit=25", "")
+	var ws []windowapi.Window
+	if err := json.Unmarshal(rec.Body.Bytes(), &ws); err != nil || len(ws) != 20 || !ws[0].Start.Equal(windows(30)[10].Start) {
+		t.Fatalf("the page before the 10th window: %d windows %v (%v); want 20 from the 11th", len(ws), ws, err)
+	}
+	if l := rec.Header().Get("Link"); l != "" {
+		t.Errorf("the last page links on: %q", l)
 	}
 }

@@ -20,6 +20,10 @@ import (
 type Store interface {
 	// Latest returns up to n windows, newest first.
 	Latest(ctx context.Context, n int) ([]windowapi.Window, error)
+	// Before returns up to n windows that start before before, newest first.
+	Before(ctx context.Context, before time.Time, n int) ([]windowapi.Window, error)
+	// Get returns the window that starts at start; false when none is stored.
+	Get(ctx context.Context, start time.Time) (windowapi.Window, bool, error)
 	// Put merges a write into the window at start (idempotent per piece).
 	Put(ctx context.Context, start time.Time, w windowapi.Write) (windowapi.WriteResult, error)
 	Ping(ctx context.Context) error
@@ -105,6 +109,36 @@ func (s *RedisStore) Latest(ctx context.Context, n int) ([]windowapi.Window, err
 	if err != nil {
 		return nil, unavailable(err)
 	}
+	return s.load(ctx, starts)
+}
+
+// Before returns up to n windows that start before before, newest first.
+func (s *RedisStore) Before(ctx context.Context, before time.Time, n int) ([]windowapi.Window, error) {
+	// Starts are whole milliseconds: start < before ⇔ start < before rounded up.
+	ms := before.UnixMilli()
+	if before.After(time.UnixMilli(ms)) {
+		ms++
+	}
+	starts, err := s.rdb.ZRevRangeByScore(ctx, s.windowsKey(), &redis.ZRangeBy{
+		Max: "(" + strconv.FormatInt(ms, 10), Min: "-inf", Count: int64(n)}).Result()
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	return s.load(ctx, starts)
+}
+
+// Get returns the window that starts at start; false when none is stored.
+func (s *RedisStore) Get(ctx context.Context, start time.Time) (windowapi.Window, bool, error) {
+	ws, err := s.load(ctx, []string{strconv.FormatInt(start.UnixMilli(), 10)})
+	if err != nil || len(ws) == 0 {
+		return windowapi.Window{}, false, err
+	}
+	return ws[0], true, nil
+}
+
+// load reads the windows at starts (ms), in that order, leaving out those
+// no longer stored.
+func (s *RedisStore) load(ctx context.Context, starts []string) ([]windowapi.Window, error) {
 	if len(starts) == 0 {
 		return []windowapi.Window{}, nil
 	}

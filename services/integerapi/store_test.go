@@ -2,10 +2,16 @@ package integerapi
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/loopstock/loopstock/internal/discovery"
 	"github.com/loopstock/loopstock/internal/logging"
@@ -157,5 +163,84 @@ func TestStoreFollowsRedisMoving(t *testing.T) {
 	ws, err := r.store.Latest(context.Background(), 10)
 	if err != nil || len(ws) != 1 || !ws[0].Start.Equal(base.Add(5*time.Second)) {
 		t.Fatalf("the new redis holds %+v (%v)", ws, err)
+	}
+}
+
+func TestStoreReadsHistoryBeforeAStartAndOneWindow(t *testing.T) {
+	s := newStoreRig(t, 100).store
+	for i := 0; i < 12; i++ {
+		put(t, s, i*5, 1, pc(uint64(i), uint64(i), int64(i)))
+	}
+	ctx := context.Background()
+	ws, err := s.Before(ctx, base.Add(30*time.Second), 4) // windows 5, 4, 3, 2
+	if err != nil || len(ws) != 4 || !ws[0].Start.Equal(base.Add(25*time.Second)) || !ws[3].Start.Equal(base.Add(10*time.Second)) {
+		t.Fatalf("4 before 00:00:30: %+v (%v); want the windows from 00:00:25 back to 00:00:10", ws, err)
+	}
+	// A bound between two starts: the window that starts a millisecond before it is included.
+	ws, err = s.Before(ctx, base.Add(5*time.Second+500*time.Microsecond), 100)
+	if err != nil || len(ws) != 2 || !ws[0].Start.Equal(base.Add(5*time.Second)) {
+		t.Fatalf("before 00:00:05.0005: %+v (%v); want 00:00:05 and 00:00:00", ws, err)
+	}
+	if ws, err := s.Before(ctx, base, 10); err != nil || len(ws) != 0 {
+		t.Fatalf("before the oldest: %+v (%v); want none", ws, err)
+	}
+	w, ok, err := s.Get(ctx, base.Add(55*time.Second))
+	if err != nil || !ok || w.Count != 1 || w.Sum != 11 || !w.End.Equal(base.Add(60*time.Second)) {
+		t.Fatalf("window at 00:00:55: %+v %v %v", w, ok, err)
+	}
+	if _, ok, err := s.Get(ctx, base.Add(57*time.Second)); ok || err != nil {
+		t.Fatalf("a start with no window: found=%v %v", ok, err)
+	}
+}
+
+// Paging through the API reads every stored window once, newest first,
+// beyond the newest 100.
+func TestPagingReadsTheWholeHistory(t *testing.T) {
+	s := newStoreRig(t, 1000).store
+	const n = 250
+	for i := 0; i < n; i++ {
+		put(t, s, i*5, 1, pc(uint64(i), uint64(i), int64(i)))
+	}
+	srv := httptest.NewServer(NewHandler(s, token, prometheus.NewRegistry(), logging.Discard()))
+	defer srv.Close()
+	next, pages := "/v1/integers?limit=100", 0
+	var got []windowapi.Window
+	for next != "" {
+		resp, err := http.Get(srv.URL + next)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var page []windowapi.Window
+		err = json.NewDecoder(resp.Body).Decode(&page)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || err != nil {
+			t.Fatalf("GET %s: %d %v", next, resp.StatusCode, err)
+		}
+		got = append(got, page...)
+		next = ""
+		if l := resp.Header.Get("Link"); l != "" {
+			u, _, ok := strings.Cut(strings.TrimPrefix(l, "<"), ">")
+			if !ok {
+				t.Fatalf("Link %q", l)
+			}
+			next = u
+		}
+		if pages++; pages > 5 {
+			t.Fatal("paging does not end")
+		}
+	}
+	if len(got) != n {
+		t.Fatalf("%d windows read in %d pages, want %d", len(got), pages, n)
+	}
+	for i, w := range got {
+		if want := base.Add(time.Duration(n-1-i) * 5 * time.Second); !w.Start.Equal(want) || w.Sum != int64(n-1-i) {
+			t.Fatalf("window %d: %+v, want start %v", i, w, want)
+		}
+	}
+	rec := httptest.NewRecorder()
+	NewHandler(s, token, prometheus.NewRegistry(), logging.Discard()).ServeHTTP(rec, httptest.NewRequest("GET", "/v1/integers/2026-01-01T00:00:05Z", nil))
+	var w windowapi.Window
+	if rec.Code != 200 || json.Unmarshal(rec.Body.Bytes(), &w) != nil || w.Sum != 1 || w.Count != 1 {
+		t.Fatalf("GET one window: %d %s", rec.Code, rec.Body)
 	}
 }
