@@ -2,6 +2,11 @@
 // blocking queries (watch, don't poll), in the manner of consul-template's
 // watch/view.go: skip when the index did not move, start over when it went
 // backwards, back off while the agent is unreachable.
+//
+// Each registration is checked against the service's Contract (README,
+// "Registration contract"): one that breaks it is logged once, in one line
+// that says what to register instead; one without a port is left out, as
+// nothing could connect to it.
 package discovery
 
 import (
@@ -36,11 +41,71 @@ func joinHostPort(host string, port int) string {
 	return net.JoinHostPort(host, strconv.Itoa(port))
 }
 
+// Contract is what the services that discover a service need of its
+// registrations.
+type Contract struct {
+	Service string // the Consul service name
+	// Port says which port the registration's own port must be.
+	Port string
+	// Meta names the meta keys that must hold a port, and which port.
+	Meta map[string]string
+}
+
+// The contracts of the servers loopstock's services discover. Their
+// Consul names are options of the services; these are what each
+// registration must carry.
+func NSQD(service string) Contract {
+	return Contract{Service: service, Port: "nsqd's TCP port (--tcp-address, 4150)",
+		Meta: map[string]string{"http_port": "nsqd's HTTP port (--http-address, 4151)"}}
+}
+
+// NSQLookupd is nsqlookupd's contract: consumers use its HTTP port, nsqd
+// registers with its TCP port.
+func NSQLookupd(service string) Contract {
+	return Contract{Service: service, Port: "nsqlookupd's HTTP port (--http-address, 4161)",
+		Meta: map[string]string{"tcp_port": "nsqlookupd's TCP port (--tcp-address, 4160)"}}
+}
+
+// Redis is Redis's contract.
+func Redis(service string) Contract {
+	return Contract{Service: service, Port: "the port redis-server listens on (6379)"}
+}
+
+// problem is what is wrong with a registration ("" when nothing), and
+// whether the instance is unusable.
+func (c Contract) problem(i Instance) (string, bool) {
+	port := c.Port
+	if port == "" {
+		port = "the port it serves on"
+	}
+	if i.Port <= 0 {
+		return "is registered without a port: register " + port + " as the service port", true
+	}
+	keys := make([]string, 0, len(c.Meta))
+	for k := range c.Meta {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		v, ok := i.Meta[k]
+		n, err := strconv.Atoi(v)
+		if !ok || err != nil || n < 1 || n > 65535 {
+			return fmt.Sprintf("lacks meta %s (%q): add meta %s = %s", k, v, k, c.Meta[k]), false
+		}
+		if n == i.Port {
+			return fmt.Sprintf("has meta %s equal to its port %d: the port must be %s and meta %s %s", k, n, port, k, c.Meta[k]), false
+		}
+	}
+	return "", false
+}
+
 // Watch follows one service.
 type Watch struct {
-	service string
-	health  *consul.Health
-	log     *logrus.Entry
+	service  string
+	contract Contract
+	health   *consul.Health
+	log      *logrus.Entry
+	reported map[string]string // instance ID → the problem logged for it
 
 	mu      sync.Mutex
 	current []Instance
@@ -51,10 +116,16 @@ type Watch struct {
 // MaxWait is how long one blocking query may wait for a change.
 const MaxWait = 5 * time.Minute
 
-// New starts following service until ctx ends.
+// New starts following service until ctx ends; a registration needs a port.
 func New(ctx context.Context, client *consul.Client, service string, log *logrus.Entry) *Watch {
-	w := &Watch{service: service, health: client.Health(), updated: make(chan struct{}),
-		log: log.WithField("watch", service)}
+	return Follow(ctx, client, Contract{Service: service}, log)
+}
+
+// Follow starts following c.Service until ctx ends, checking every
+// registration against c.
+func Follow(ctx context.Context, client *consul.Client, c Contract, log *logrus.Entry) *Watch {
+	w := &Watch{service: c.Service, contract: c, health: client.Health(), updated: make(chan struct{}),
+		log: log.WithField("watch", c.Service), reported: map[string]string{}}
 	go w.run(ctx)
 	return w
 }
@@ -89,8 +160,37 @@ func (w *Watch) run(ctx context.Context) {
 		default:
 			index = meta.LastIndex
 		}
-		w.set(instances(entries))
+		w.set(w.check(instances(entries)))
 	}
+}
+
+// check leaves out the instances nothing could connect to and logs each
+// broken registration once (again only if it changes).
+func (w *Watch) check(list []Instance) []Instance {
+	seen := make(map[string]bool, len(list))
+	out := list[:0:0]
+	for _, i := range list {
+		seen[i.ID] = true
+		p, unusable := w.contract.problem(i)
+		if p != "" && w.reported[i.ID] != p {
+			note := "; it is used meanwhile"
+			if unusable {
+				note = "; it is left out meanwhile"
+			}
+			w.log.WithFields(logrus.Fields{"instance": i.ID, "node": i.Node}).Warnf(
+				"consul service %q instance %q %s (README, \"Registration contract\")%s", w.service, i.ID, p, note)
+		}
+		w.reported[i.ID] = p
+		if !unusable {
+			out = append(out, i)
+		}
+	}
+	for id := range w.reported {
+		if !seen[id] {
+			delete(w.reported, id)
+		}
+	}
+	return out
 }
 
 func instances(entries []*consul.ServiceEntry) []Instance {

@@ -33,7 +33,7 @@ func Run(ctx context.Context, o Options, log *logrus.Entry) error {
 	}
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	redisWatch := discovery.New(runCtx, rt.Consul, o.RedisService, log)
+	redisWatch := discovery.Follow(runCtx, rt.Consul, discovery.Redis(o.RedisService), log)
 	store := NewRedisStore(redisWatch, o.RedisPassword, o.RedisDB, o.KeyPrefix, o.Retention)
 	defer store.Close()
 
