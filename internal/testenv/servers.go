@@ -3,11 +3,9 @@ package testenv
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -143,30 +141,6 @@ func GetJSON(url string, v any) (int, error) {
 		return resp.StatusCode, fmt.Errorf("%s: %w", url, err)
 	}
 	return resp.StatusCode, nil
-}
-
-// Metric is the value of one series (its name and labels, as exposed:
-// `x_total{reason="y"}`) on base's /metrics; the test fails without it.
-func Metric(t testing.TB, base, series string) float64 {
-	t.Helper()
-	c := &http.Client{Timeout: 2 * time.Second}
-	resp, err := c.Get(base + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	for _, l := range strings.Split(string(body), "\n") {
-		if v, ok := strings.CutPrefix(l, series+" "); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				t.Fatalf("%s/metrics: %q: %v", base, l, err)
-			}
-			return f
-		}
-	}
-	t.Fatalf("%s/metrics has no %s", base, series)
-	return 0
 }
 
 // WaitHTTP waits until url answers 200.

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 )
 
 type metrics struct {
@@ -21,26 +22,23 @@ type metrics struct {
 
 func newMetrics(reg prometheus.Registerer) *metrics {
 	ns := "integer_api"
+	f := promauto.With(reg)
 	c := func(name, help string) prometheus.Counter {
-		m := prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: name, Help: help})
-		reg.MustRegister(m)
-		return m
+		return f.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: name, Help: help})
 	}
-	m := &metrics{
-		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "http_requests_total",
+	return &metrics{
+		requests: f.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "http_requests_total",
 			Help: "HTTP requests by route and status code."}, []string{"route", "code"}),
-		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "http_request_duration_seconds",
+		latency: f.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "http_request_duration_seconds",
 			Help: "HTTP request latency by route.", Buckets: prometheus.ExponentialBuckets(0.0001, 2.5, 12)}, []string{"route"}),
+		serveLag: f.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "window_serve_lag_seconds",
+			Help:    "Time from a window's end to the first read here that found it in the store (freshness as clients see it); counted while reads come at least once a second.",
+			Buckets: []float64{0.1, 0.25, 0.5, 0.55, 0.6, 0.7, 0.8, 1, 1.5, 2, 3, 5, 10, 30}}),
 		storeErrors:    c("store_errors_total", "Requests that failed because the store (Redis) failed."),
 		staleWrites:    c("stale_writes_total", "Window writes refused for a stale leader fence."),
 		windowsCreated: c("windows_created_total", "Windows stored for the first time."),
 		windowsAmended: c("windows_amended_total", "Stored windows amended with late integers."),
 	}
-	m.serveLag = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "window_serve_lag_seconds",
-		Help:    "Time from a window's end to the first read here that found it in the store (freshness as clients see it); counted while reads come at least once a second.",
-		Buckets: []float64{0.1, 0.25, 0.5, 0.55, 0.6, 0.7, 0.8, 1, 1.5, 2, 3, 5, 10, 30}})
-	reg.MustRegister(m.requests, m.latency, m.serveLag)
-	return m
 }
 
 // DescribeMetrics registers every metric of integer-api on reg: the list
