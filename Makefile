@@ -114,10 +114,30 @@ vagrant-serve: ## serve $(VAGRANT_OUT)/www on 127.0.0.1:8088 for the VMs (vagran
 vagrant-serve-stop:
 	@[ -f $(VAGRANT_OUT)/serve.pid ] && kill $$(cat $(VAGRANT_OUT)/serve.pid) 2>/dev/null; rm -f $(VAGRANT_OUT)/serve.pid
 
+## --- terraform (OpenTofu and its providers from the shared tools) ----------
+
+# CI has the shared tools beside the checkout; elsewhere set TOFU_DIR (an
+# unpacked archive: tofu and mirror/) or put tofu on PATH.
+SHARED_TOOLS ?= $(CURDIR)/../shared/tools
+TOFU_ARCHIVE := $(SHARED_TOOLS)/opentofu-1.10.10-providers-linux-amd64.tar.xz
+
+$(BIN)/tofu/tofu: $(wildcard $(TOFU_ARCHIVE))
+	@mkdir -p $(BIN)/tofu
+	tar -C $(BIN)/tofu -xJf $(TOFU_ARCHIVE)
+	@touch $@
+
+.PHONY: test-terraform
+test-terraform: ## tofu validate of every example whose providers are at hand; tofu apply of the Ignition module must equal the Go rendering
+	@mkdir -p .data
+	@set -o pipefail; \
+	if [ -z "$$TOFU_DIR" ] && [ -f "$(TOFU_ARCHIVE)" ]; then $(MAKE) -s $(BIN)/tofu/tofu && export TOFU_DIR=$(BIN)/tofu; fi; \
+	cd platform && go test -count=1 -v -timeout 10m ./tofu 2>&1 | tee ../.data/test-terraform.log | grep -E '^(--- FAIL|FAIL|ok )|tofu_test.go'
+	@grep -E '^(examples_validated=[0-9]+ examples_skipped=[0-9]+ rendering_equal=([0-9]+)/\2|tofu checks skipped: .*)$$' .data/test-terraform.log | tail -1
+
 ## --- test ----------------------------------------------------------------
 
 .PHONY: test
-test: tools lint test-vagrantfile test-go test-collisions test-faults ## everything CI runs: lint, unit, integration, end-to-end, collision and fault tests
+test: tools lint test-vagrantfile test-terraform test-go test-collisions test-faults ## everything CI runs: lint, unit, integration, end-to-end, collision, fault and Terraform tests
 
 .PHONY: test-vagrantfile
 test-vagrantfile: ## ruby -c and vagrant validate of the Vagrantfile (installs Debian's vagrant if missing)

@@ -5,6 +5,7 @@ go 1.26.7
 require (
 	github.com/coreos/butane v0.23.0
 	github.com/coreos/ignition/v2 v2.24.0
+	github.com/hashicorp/go-version v1.9.0
 	github.com/hashicorp/hcl/v2 v2.25.0
 	github.com/hashicorp/nomad/api v0.0.0-20261016150620-df630b26e78a
 	github.com/loopstock/loopstock v0.0.0

@@ -13,8 +13,8 @@ import (
 	"github.com/coreos/butane/config"
 	"github.com/coreos/butane/config/common"
 	ignconfig "github.com/coreos/ignition/v2/config"
-	ign33 "github.com/coreos/ignition/v2/config/v3_3"
-	ign33types "github.com/coreos/ignition/v2/config/v3_3/types"
+	ign34 "github.com/coreos/ignition/v2/config/v3_4"
+	ign34types "github.com/coreos/ignition/v2/config/v3_4/types"
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/zclconf/go-cty/cty"
@@ -73,13 +73,17 @@ func Validate(name string, ign []byte) error {
 }
 
 // Node renders the role's config and the shared snippets from dir (the
-// ignition/ folder) with vars, and merges them into one Ignition config.
+// ignition/ folder) with vars, and merges them into one Ignition config
+// exactly as Terraform's ct_config (poseidon/ct 0.14) does: each config is
+// parsed as Ignition 3.4 (ParseCompatibleVersion upgrades Butane's 3.3) and
+// each snippet merged into the result in order, so both paths give the same
+// bytes (make test-terraform compares them).
 func Node(dir, role string, vars map[string]cty.Value) ([]byte, error) {
 	files := []string{role + ".yaml"}
 	for _, s := range Snippets {
 		files = append(files, filepath.Join("snippets", s+".yaml"))
 	}
-	var merged ign33types.Config
+	var merged ign34types.Config
 	for i, f := range files {
 		src, err := os.ReadFile(filepath.Join(dir, f))
 		if err != nil {
@@ -93,14 +97,14 @@ func Node(dir, role string, vars map[string]cty.Value) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		cfg, _, err := ign33.Parse(out)
+		cfg, _, err := ign34.ParseCompatibleVersion(out)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", f, err)
 		}
 		if i == 0 {
 			merged = cfg
 		} else {
-			merged = ign33.Merge(merged, cfg)
+			merged = ign34.Merge(merged, cfg)
 		}
 	}
 	out, err := json.Marshal(merged)

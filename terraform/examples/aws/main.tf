@@ -23,6 +23,19 @@ variable "region" {
   description = "AWS region."
 }
 
+# From the Flatcar sysext bakery's published checksums of the releases
+# consul-1.21.4 and nomad-1.10.0 (docs/provisioning.md shows how to read
+# them); Ignition refuses an image with another hash.
+variable "consul_sysext_sha256" {
+  type        = string
+  description = "SHA-256 of consul-1.21.4-x86-64.raw, from the bakery's SHA256SUMS."
+}
+
+variable "nomad_sysext_sha256" {
+  type        = string
+  description = "SHA-256 of nomad-1.10.0-x86-64.raw, from the bakery's SHA256SUMS."
+}
+
 variable "ssh_authorized_key" {
   type        = string
   default     = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExampleExampleExampleExampleExampleExa operator@example"
@@ -44,10 +57,10 @@ module "loopstock" {
   os_image             = "flatcar-stable"
   ssh_authorized_key   = var.ssh_authorized_key
   ssh_cidrs            = var.ssh_cidrs
-  consul_version       = "1.20.2"
-  nomad_version        = "1.9.5"
-  consul_sysext_sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
-  nomad_sysext_sha256  = "0000000000000000000000000000000000000000000000000000000000000000"
+  consul_version       = "1.21.4"
+  nomad_version        = "1.10.0"
+  consul_sysext_sha256 = var.consul_sysext_sha256
+  nomad_sysext_sha256  = var.nomad_sysext_sha256
 }
 
 output "consul_ui" {

@@ -5,9 +5,7 @@ resource "aws_instance" "client" {
   subnet_id              = aws_subnet.public[count.index % length(aws_subnet.public)].id
   vpc_security_group_ids = [aws_security_group.cluster.id]
   iam_instance_profile   = aws_iam_instance_profile.host.name
-  # Immutable hosts: a new config replaces the host, never patches it.
-  user_data_replace_on_change = true
-  user_data                   = module.ignition.client
+  user_data              = module.ignition.client
 
   root_block_device {
     volume_type = "gp3"
@@ -22,7 +20,8 @@ resource "aws_instance" "client" {
 
   tags = { Name = "${var.cluster_name}-client-${count.index}", "loopstock-cluster" = var.cluster_name, "loopstock-role" = "client" }
 
+  # As for the servers: rolled one at a time, so the jobs always have room.
   lifecycle {
-    ignore_changes = [ami]
+    ignore_changes = [ami, user_data]
   }
 }

@@ -4,6 +4,7 @@ module "ignition" {
   server_count         = var.server_count
   datacenter           = var.datacenter
   retry_join           = ["provider=aws tag_key=loopstock-cluster tag_value=${var.cluster_name}"]
+  cluster_cidr         = var.host_cidr
   ssh_authorized_key   = var.ssh_authorized_key
   flatcar_channel      = trimprefix(var.os_image, "flatcar-")
   ntp_servers          = var.ntp_servers

@@ -5,9 +5,7 @@ resource "aws_instance" "server" {
   subnet_id              = aws_subnet.public[count.index % length(aws_subnet.public)].id
   vpc_security_group_ids = [aws_security_group.cluster.id]
   iam_instance_profile   = aws_iam_instance_profile.host.name
-  # Immutable hosts: a new config replaces the host, never patches it.
-  user_data_replace_on_change = true
-  user_data                   = module.ignition.servers[count.index]
+  user_data              = module.ignition.servers[count.index]
 
   root_block_device {
     volume_type = "gp3"
@@ -22,9 +20,12 @@ resource "aws_instance" "server" {
 
   tags = { Name = "${var.cluster_name}-server-${count.index}", "loopstock-cluster" = var.cluster_name, "loopstock-role" = "server" }
 
-  # A newer AMI does not replace running hosts: Flatcar updates itself in
-  # place (one node at a time); new hosts start from the newest image.
+  # Neither a newer AMI nor an edited Butane config replaces a running host:
+  # replacing every server in one apply would lose the Raft state of Consul
+  # and Nomad. Flatcar updates itself in place (one node at a time); an
+  # operator rolls a config change host by host with `tofu apply -replace`
+  # (docs/provisioning.md). New hosts start from the newest image and config.
   lifecycle {
-    ignore_changes = [ami]
+    ignore_changes = [ami, user_data]
   }
 }

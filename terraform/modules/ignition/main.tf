@@ -8,6 +8,7 @@ locals {
     datacenter           = var.datacenter
     server_count         = var.server_count
     retry_join           = jsonencode(var.retry_join)
+    cluster_cidr         = var.cluster_cidr
     ssh_authorized_key   = var.ssh_authorized_key
     flatcar_channel      = var.flatcar_channel
     ntp_servers          = join(" ", var.ntp_servers)

@@ -13,6 +13,15 @@ variable "retry_join" {
   description = "Consul retry_join entries (cloud auto-join strings or addresses)."
 }
 
+variable "cluster_cidr" {
+  type        = string
+  description = "The hosts' private network (CIDR): Consul and Nomad bind to and advertise their address in it, never another interface's."
+  validation {
+    condition     = can(cidrhost(var.cluster_cidr, 0))
+    error_message = "cluster_cidr: an IPv4 CIDR such as 10.0.0.0/16."
+  }
+}
+
 variable "ssh_authorized_key" {
   type        = string
   description = "SSH public key of the core user."

@@ -3,7 +3,7 @@ terraform {
   required_providers {
     ct = {
       source  = "poseidon/ct"
-      version = "~> 0.13"
+      version = "~> 0.14.0"
     }
   }
 }

@@ -47,6 +47,12 @@ resource "libvirt_domain" "server" {
     target_type = "serial"
     target_port = "0"
   }
+
+  # A changed config replaces no running host (Raft state): roll them one
+  # at a time with `tofu apply -replace` (docs/provisioning.md).
+  lifecycle {
+    ignore_changes = [coreos_ignition]
+  }
 }
 
 resource "libvirt_domain" "client" {
@@ -72,5 +78,9 @@ resource "libvirt_domain" "client" {
     type        = "pty"
     target_type = "serial"
     target_port = "0"
+  }
+
+  lifecycle {
+    ignore_changes = [coreos_ignition]
   }
 }

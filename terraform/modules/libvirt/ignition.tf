@@ -9,6 +9,7 @@ module "ignition" {
   server_count         = var.server_count
   datacenter           = var.datacenter
   retry_join           = local.server_ips
+  cluster_cidr         = var.network_cidr
   ssh_authorized_key   = var.ssh_authorized_key
   flatcar_channel      = var.flatcar_channel
   ntp_servers          = var.ntp_servers

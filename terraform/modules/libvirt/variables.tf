@@ -63,24 +63,27 @@ variable "datacenter" {
   description = "Consul and Nomad datacenter."
 }
 
+# The versions default to ones the Flatcar sysext bakery publishes (its
+# release_build_versions.txt builds them); the SHA-256 of each image comes from
+# the bakery's SHA256SUMS of that release (docs/provisioning.md).
 variable "consul_version" {
   type        = string
-  default     = "1.20.2"
-  description = "Consul version of the sysext image."
+  default     = "1.21.4"
+  description = "Consul version of the sysext image (consul-<version>-x86-64.raw in the bakery)."
 }
 
 variable "nomad_version" {
   type        = string
-  default     = "1.9.5"
-  description = "Nomad version of the sysext image."
+  default     = "1.10.0"
+  description = "Nomad version of the sysext image (nomad-<version>-x86-64.raw in the bakery)."
 }
 
 variable "consul_sysext_sha256" {
   type        = string
   description = "SHA-256 of the Consul sysext image (pinned: Ignition refuses any other)."
   validation {
-    condition     = can(regex("^[0-9a-f]{64}$", var.consul_sysext_sha256))
-    error_message = "consul_sysext_sha256: 64 hex digits."
+    condition     = can(regex("^[0-9a-f]{64}$", var.consul_sysext_sha256)) && var.consul_sysext_sha256 != join("", [for i in range(64) : "0"])
+    error_message = "consul_sysext_sha256: the 64 hex digits of the image's line in the bakery's SHA256SUMS."
   }
 }
 
@@ -88,15 +91,15 @@ variable "nomad_sysext_sha256" {
   type        = string
   description = "SHA-256 of the Nomad sysext image."
   validation {
-    condition     = can(regex("^[0-9a-f]{64}$", var.nomad_sysext_sha256))
-    error_message = "nomad_sysext_sha256: 64 hex digits."
+    condition     = can(regex("^[0-9a-f]{64}$", var.nomad_sysext_sha256)) && var.nomad_sysext_sha256 != join("", [for i in range(64) : "0"])
+    error_message = "nomad_sysext_sha256: the 64 hex digits of the image's line in the bakery's SHA256SUMS."
   }
 }
 
 variable "sysext_base_url" {
   type        = string
-  default     = "https://github.com/flatcar/sysext-bakery/releases/download/latest"
-  description = "Where the sysext images are downloaded from."
+  default     = "https://extensions.flatcar.org/extensions"
+  description = "Where the sysext images are downloaded from: the bakery's hub serves every published image under one path."
 }
 
 variable "ntp_servers" {
