@@ -1,6 +1,41 @@
 // Package svc is the runtime every service shares: an HTTP listener with
-// /health and /metrics, a Consul client, the service's registration, and an
-// orderly stop.
+// /health and /metrics, a Consul client, the service's registration, and
+// one lifecycle — start, serve, stop in stages with deadlines — so the
+// services stop the same way.
+//
+// A service's Run hands Run (this package's) a setup function:
+//
+//	return svc.Run(ctx, Name, o.Common, log, func(ctx context.Context, rt *svc.Runtime) (svc.Service, error) {
+//		watch := discovery.Follow(ctx, rt.Consul, discovery.Redis(o.RedisService), log) // lives until the end
+//		store := NewStore(watch)
+//		return svc.Service{
+//			Handler: handler,                       // nil: only /health and /metrics
+//			Health:  func() (bool, map[string]any) { … },
+//			Work:    func(ctx context.Context) error { … }, // until ctx ends; an error is fatal
+//			Drain:   o.ShutdownDelay,               // leave Consul first, keep serving this long
+//			Stop:    []svc.Stage{{Name: "publisher", Timeout: 5 * time.Second, Do: …}},
+//			Close:   []svc.Stage{{Name: "store", Do: func(context.Context) error { return store.Close() }}},
+//		}, nil
+//	})
+//
+// Start: listen on --http-addr and make the Consul client (Start), then
+// setup builds the service's parts. Serve: the HTTP server and the Consul
+// registration start, then Work. Stop, when ctx ends (SIGINT, SIGTERM),
+// Work fails or the HTTP server fails, in this order:
+//
+//  1. with Drain > 0: leave Consul (/health says 503 "stopping") and keep
+//     serving for Drain, so clients that just looked the service up are
+//     still answered;
+//  2. Work's context ends; Work has WorkTimeout (10 s) to return;
+//  3. the Stop stages, in order, each within its Timeout (5 s);
+//  4. leave Consul (if not done yet) and stop the HTTP server, letting
+//     requests in progress finish within HTTPTimeout (5 s);
+//  5. the Close stages, in order: what requests in progress still used;
+//  6. setup's ctx ends (watches, helpers).
+//
+// A stage that overruns its deadline is left behind and the stop goes on,
+// so a stop always ends. Run returns Work's error, or the HTTP server's,
+// joined with those of the stages.
 package svc
 
 import (

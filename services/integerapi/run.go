@@ -2,7 +2,6 @@ package integerapi
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -24,51 +23,34 @@ func App() *cli.App {
 	})
 }
 
-// Run serves until ctx ends, then deregisters, lets requests in progress
-// finish and closes the store.
+// Run serves until ctx ends, then stops in svc's stages: it leaves Consul
+// (and keeps serving --shutdown-delay), lets requests in progress finish,
+// and closes the store last.
 func Run(ctx context.Context, o Options, log *logrus.Entry) error {
-	rt, err := svc.Start(Name, o.Common, log)
-	if err != nil {
-		return err
-	}
-	runCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	redisWatch := discovery.Follow(runCtx, rt.Consul, discovery.Redis(o.RedisService), log)
-	store := NewRedisStore(redisWatch, o.RedisPassword, o.RedisDB, o.KeyPrefix, o.Retention)
-	defer store.Close()
-
-	rt.SetHealth(func() (bool, map[string]any) {
-		pctx, pcancel := context.WithTimeout(context.Background(), time.Second)
-		defer pcancel()
-		if err := store.Ping(pctx); err != nil {
-			return false, map[string]any{"redis": err.Error()}
-		}
-		return true, map[string]any{"redis": "ok"}
+	return svc.Run(ctx, Name, o.Common, log, func(ctx context.Context, rt *svc.Runtime) (svc.Service, error) {
+		redisWatch := discovery.Follow(ctx, rt.Consul, discovery.Redis(o.RedisService), log)
+		store := NewRedisStore(redisWatch, o.RedisPassword, o.RedisDB, o.KeyPrefix, o.Retention)
+		h := NewHandler(store, o.WriteToken, rt.Metrics, log)
+		h.Extra = rt.Mux
+		return svc.Service{
+			Handler: h,
+			Health: func() (bool, map[string]any) {
+				pctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				defer cancel()
+				if err := store.Ping(pctx); err != nil {
+					return false, map[string]any{"redis": err.Error()}
+				}
+				return true, map[string]any{"redis": "ok"}
+			},
+			Work: func(ctx context.Context) error {
+				warnWithoutAOF(ctx, store, log)
+				<-ctx.Done()
+				return nil
+			},
+			Drain: o.ShutdownDelay,
+			Close: []svc.Stage{{Name: "redis", Do: func(context.Context) error { return store.Close() }}},
+		}, nil
 	})
-	h := NewHandler(store, o.WriteToken, rt.Metrics, log)
-	h.Extra = rt.Mux
-	rt.Serve(h)
-	go warnWithoutAOF(runCtx, store, log)
-
-	var runErr error
-	select {
-	case <-ctx.Done():
-	case err := <-rt.Failed():
-		runErr = fmt.Errorf("http server: %w", err)
-	}
-	log.Info("stopping")
-	if o.ShutdownDelay > 0 {
-		rt.Deregister()
-		log.WithField("shutdown_delay", o.ShutdownDelay).Info("left consul; still serving")
-		time.Sleep(o.ShutdownDelay)
-	}
-	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer scancel()
-	if err := rt.Close(sctx); err != nil && runErr == nil {
-		runErr = err
-	}
-	log.Info("stopped")
-	return runErr
 }
 
 // warnWithoutAOF says once, when Redis first answers, if acknowledged
