@@ -40,11 +40,11 @@ func TestRunServesAndStopsCleanly(t *testing.T) {
 		resp.Body.Close()
 	}
 	for series, want := range map[string]float64{
-		`integer_api_http_requests_total{code="200",route="/v1/integers"}`: 1,
-		`integer_api_http_requests_total{code="400",route="/v1/integers"}`: 1,
-		`integer_api_http_requests_total{code="405",route="/v1/integers"}`: 1,
+		`integer_api_http_requests_total{code="200",route="/v1/integers"}`:      1,
+		`integer_api_http_requests_total{code="400",route="/v1/integers"}`:      1,
+		`integer_api_http_requests_total{code="405",route="/v1/integers"}`:      1,
 		`integer_api_http_request_duration_seconds_count{route="/v1/integers"}`: 3,
-		"integer_api_store_errors_total": 0,
+		"integer_api_store_errors_total":                                        0,
 	} {
 		if got := testenv.Metric(t, base, series); got != want {
 			t.Errorf("%s = %v, want %v", series, got, want)
