@@ -1,21 +1,28 @@
 // Package leader elects one active instance among several through a Consul
-// lock (a KV key held by a session) and hands the winner a fencing token:
-// the lock key's modify index at acquisition, which only grows. A store that
-// refuses tokens lower than the highest it has seen refuses a stale leader.
+// lock (a KV key held by a session, package session) and hands the winner a
+// fencing token: the lock key's modify index at acquisition, which only
+// grows. A store that refuses tokens lower than the highest it has seen
+// refuses a stale leader.
 //
 // The lock is taken with blocking queries on the key rather than consul/api's
 // Lock, whose fixed 5 s pause after a failed acquisition (a lock-delay) can
 // hide a release that follows: here a standby retries every RetryDelay.
+// A term ends (Lost) as soon as the key is no longer held by its session or
+// the session has ended, including when renewal failed for a whole TTL
+// while Consul was unreachable.
 package leader
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
 
 	consul "github.com/hashicorp/consul/api"
 	"github.com/sirupsen/logrus"
+
+	"github.com/loopstock/loopstock/internal/session"
 )
 
 // Options configure an election.
@@ -23,9 +30,11 @@ type Options struct {
 	Key string
 	// Value is stored in the key while held (who holds it, for operators).
 	Value []byte
-	// CheckIDs tie the session to health checks (besides the node's): when
-	// the holder's own check turns critical, the session ends at once.
-	CheckIDs []string
+	// CheckID ties the session to the holder's own health check: when it
+	// turns critical, the session ends at once. A session of an earlier
+	// run with the same check (a crash and a quick restart) is destroyed
+	// before campaigning.
+	CheckID string
 	// SessionTTL bounds how long a holder that stopped renewing keeps the
 	// lock; LockDelay is how long a lost lock stays unacquirable.
 	SessionTTL time.Duration
@@ -36,6 +45,9 @@ type Options struct {
 // acquired (its lock-delay is running).
 const RetryDelay = 200 * time.Millisecond
 
+// waitTime is how long one blocking query on the key may wait.
+const waitTime = time.Minute
+
 // Term is one period of leadership.
 type Term struct {
 	// Fence is the token every write of this term carries.
@@ -43,18 +55,20 @@ type Term struct {
 	// Lost is closed when leadership is lost (or resigned).
 	Lost <-chan struct{}
 
-	kv        *consul.KV
-	session   *consul.Session
-	key, sid  string
-	stopRenew chan struct{}
-	cancel    context.CancelFunc
-	endOnce   sync.Once
+	kv      *consul.KV
+	sess    *session.Session
+	key     string
+	log     *logrus.Entry
+	cancel  context.CancelFunc
+	endOnce sync.Once
 }
 
 // Resign releases the lock at once, so a standby takes over without waiting
 // for the session to expire.
 func (t *Term) Resign() error {
-	_, _, err := t.kv.Release(&consul.KVPair{Key: t.key, Session: t.sid}, nil)
+	ctx, cancel := session.Call(context.Background())
+	_, _, err := t.kv.Release(&consul.KVPair{Key: t.key, Session: t.sess.ID}, (&consul.WriteOptions{}).WithContext(ctx))
+	cancel()
 	t.end()
 	if err != nil {
 		return fmt.Errorf("releasing the leader lock: %w", err)
@@ -67,20 +81,15 @@ func (t *Term) end() {
 		if t.cancel != nil {
 			t.cancel()
 		}
-		close(t.stopRenew)
-		t.session.Destroy(t.sid, nil)
+		t.sess.Close(context.Background())
 	})
 }
 
 // Campaign blocks until this instance holds the lock or ctx ends.
 func Campaign(ctx context.Context, client *consul.Client, o Options, log *logrus.Entry) (*Term, error) {
-	ttl := o.SessionTTL
-	if ttl == 0 {
-		ttl = 10 * time.Second
-	}
 	backoff := 250 * time.Millisecond
 	for {
-		term, err := campaignOnce(ctx, client, o, ttl, log)
+		term, err := campaignOnce(ctx, client, o, log)
 		if err == nil {
 			return term, nil
 		}
@@ -98,32 +107,46 @@ func Campaign(ctx context.Context, client *consul.Client, o Options, log *logrus
 	}
 }
 
-func campaignOnce(ctx context.Context, client *consul.Client, o Options, ttl time.Duration, log *logrus.Entry) (*Term, error) {
-	sid, _, err := client.Session().Create(&consul.SessionEntry{
-		Name: "leader " + o.Key, TTL: ttl.String(), LockDelay: o.LockDelay,
-		Checks:   append([]string{"serfHealth"}, o.CheckIDs...),
-		Behavior: consul.SessionBehaviorRelease,
-	}, nil)
+func campaignOnce(ctx context.Context, client *consul.Client, o Options, log *logrus.Entry) (*Term, error) {
+	sess, err := session.Create(ctx, client, session.Options{
+		Name: "leader " + o.Key, CheckID: o.CheckID, TTL: o.SessionTTL, LockDelay: o.LockDelay,
+	}, log)
 	if err != nil {
-		return nil, fmt.Errorf("creating a consul session: %w", err)
+		return nil, err
 	}
-	t := &Term{kv: client.KV(), session: client.Session(), key: o.Key, sid: sid, stopRenew: make(chan struct{})}
-	// The session is ours to renew; if it ends, Consul releases the key.
-	go t.session.RenewPeriodic(ttl.String(), sid, nil, t.stopRenew)
+	t := &Term{kv: client.KV(), sess: sess, key: o.Key, log: log.WithField("key", o.Key)}
+	// Until the lock is ours, a session that ends or a ctx that ends stops the attempt.
+	actx, acancel := context.WithCancel(ctx)
+	defer acancel()
+	go func() {
+		select {
+		case <-sess.Done():
+			acancel()
+		case <-actx.Done():
+		}
+	}()
+	fail := func(err error) (*Term, error) {
+		t.end()
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if serr := sess.Err(); serr != nil && !errors.Is(err, serr) {
+			err = fmt.Errorf("%w (%v)", err, serr)
+		}
+		return nil, err
+	}
 
 	var index uint64
 	var holder string // the session last reported as holding the key
 	for {
-		q := (&consul.QueryOptions{WaitIndex: index, WaitTime: time.Minute, RequireConsistent: index == 0}).WithContext(ctx)
+		qctx, qcancel := context.WithTimeout(actx, waitTime+session.CallTimeout)
+		q := (&consul.QueryOptions{WaitIndex: index, WaitTime: waitTime, RequireConsistent: index == 0}).WithContext(qctx)
 		pair, meta, err := t.kv.Get(o.Key, q)
+		qcancel()
 		if err != nil {
-			t.end()
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
-			return nil, fmt.Errorf("reading %s: %w", o.Key, err)
+			return fail(fmt.Errorf("reading %s: %w", o.Key, err))
 		}
-		if pair != nil && pair.Session != "" && pair.Session != sid {
+		if pair != nil && pair.Session != "" && pair.Session != sess.ID {
 			if pair.Session != holder {
 				// Say who leads, once per holder: after an unclean stop it may be
 				// this very service's previous run, until its session expires.
@@ -134,26 +157,27 @@ func campaignOnce(ctx context.Context, client *consul.Client, o Options, ttl tim
 			index = meta.LastIndex // held: wait for it to change
 			continue
 		}
-		ok, _, err := t.kv.Acquire(&consul.KVPair{Key: o.Key, Value: o.Value, Session: sid}, nil)
+		cctx, ccancel := session.Call(actx)
+		ok, _, err := t.kv.Acquire(&consul.KVPair{Key: o.Key, Value: o.Value, Session: sess.ID}, (&consul.WriteOptions{}).WithContext(cctx))
+		ccancel()
 		if err != nil {
-			t.end()
-			return nil, fmt.Errorf("acquiring %s: %w", o.Key, err)
+			return fail(fmt.Errorf("acquiring %s: %w", o.Key, err))
 		}
 		if ok {
 			break
 		}
 		index = 0 // free but refused: its lock-delay runs; try again shortly
 		select {
-		case <-ctx.Done():
-			t.end()
-			return nil, ctx.Err()
+		case <-actx.Done():
+			return fail(fmt.Errorf("acquiring %s: %w", o.Key, actx.Err()))
 		case <-time.After(RetryDelay):
 		}
 	}
-	pair, _, err := t.kv.Get(o.Key, &consul.QueryOptions{RequireConsistent: true})
-	if err != nil || pair == nil || pair.Session != sid {
-		t.end()
-		return nil, fmt.Errorf("reading the fencing token of %s: %v", o.Key, err)
+	cctx, ccancel := session.Call(actx)
+	pair, _, err := t.kv.Get(o.Key, (&consul.QueryOptions{RequireConsistent: true}).WithContext(cctx))
+	ccancel()
+	if err != nil || pair == nil || pair.Session != sess.ID {
+		return fail(fmt.Errorf("reading the fencing token of %s: %v", o.Key, err))
 	}
 	t.Fence = pair.ModifyIndex
 	lost := make(chan struct{})
@@ -165,28 +189,42 @@ func campaignOnce(ctx context.Context, client *consul.Client, o Options, ttl tim
 }
 
 // monitor closes lost when the key is no longer held by this term's
-// session (released, session ended), or when the term ends.
+// session (released, taken), when the session has ended, or when the term
+// ends. While Consul is unreachable the session's renewal decides: it ends
+// once no renewal succeeded for a TTL.
 func (t *Term) monitor(ctx context.Context, index uint64, lost chan struct{}) {
-	defer close(lost)
 	defer t.end()
-	failures := 0
-	for ctx.Err() == nil {
-		pair, meta, err := t.kv.Get(t.key, (&consul.QueryOptions{WaitIndex: index, WaitTime: time.Minute}).WithContext(ctx))
-		if err != nil {
-			// Consul unreachable: keep leading while the session may still
-			// be alive (the store's fence stops a stale leader anyway).
-			if failures++; failures > 3 {
-				return
+	defer close(lost) // first: a holder stops at once, whatever the clean-up costs
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-t.sess.Done():
+			if ctx.Err() == nil {
+				t.log.WithError(t.sess.Err()).Warn("leadership lost: its consul session ended")
 			}
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	for ctx.Err() == nil {
+		qctx, qcancel := context.WithTimeout(ctx, waitTime+session.CallTimeout)
+		pair, meta, err := t.kv.Get(t.key, (&consul.QueryOptions{WaitIndex: index, WaitTime: waitTime}).WithContext(qctx))
+		qcancel()
+		if err != nil {
+			// Ask again without blocking: an agent that restarted may have
+			// lost the key, and its index may have gone back, which would
+			// hold a blocking query for its whole wait.
+			index = 0
 			select {
 			case <-ctx.Done():
 				return
-			case <-time.After(time.Second):
+			case <-time.After(250 * time.Millisecond):
 			}
 			continue
 		}
-		failures = 0
-		if pair == nil || pair.Session != t.sid {
+		if pair == nil || pair.Session != t.sess.ID {
+			t.log.Warn("leadership lost: the lock is no longer held by this session")
 			return
 		}
 		index = meta.LastIndex

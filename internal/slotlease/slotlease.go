@@ -27,6 +27,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/loopstock/loopstock/internal/permute"
+	"github.com/loopstock/loopstock/internal/session"
 )
 
 // Options configure a coordinator.
@@ -34,9 +35,9 @@ type Options struct {
 	// Prefix is the KV folder shared by one group of generators.
 	Prefix   string
 	Instance string
-	// CheckIDs tie the session to the generator's own health check, so a
+	// CheckID ties the session to the generator's own health check, so a
 	// crashed generator frees its index within one check interval.
-	CheckIDs      []string
+	CheckID       string
 	Interval      time.Duration
 	Min, Max      uint32
 	MaxGenerators int
@@ -110,10 +111,10 @@ type Stats struct {
 
 // Coordinator holds an index and a lease of slots.
 type Coordinator struct {
-	o   Options
-	kv  *consul.KV
-	ses *consul.Session
-	log *logrus.Entry
+	o      Options
+	client *consul.Client
+	kv     *consul.KV
+	log    *logrus.Entry
 
 	mu      sync.Mutex
 	held    bool
@@ -128,7 +129,7 @@ type Coordinator struct {
 // New returns a coordinator; Run does the work.
 func New(client *consul.Client, o Options, log *logrus.Entry) *Coordinator {
 	o.defaults()
-	return &Coordinator{o: o, kv: client.KV(), ses: client.Session(), log: log.WithField("component", "slotlease"), index: -1}
+	return &Coordinator{o: o, client: client, kv: client.KV(), log: log.WithField("component", "slotlease"), index: -1}
 }
 
 // Slot returns the slot that holds t.
@@ -187,9 +188,10 @@ func (c *Coordinator) key(parts ...string) string {
 // (keeping its high-water mark for the next holder). It returns only a
 // *MismatchError or ctx's error.
 func (c *Coordinator) Run(ctx context.Context) error {
-	backoff := 250 * time.Millisecond
+	const firstPause = 250 * time.Millisecond
+	backoff := firstPause
 	for ctx.Err() == nil {
-		err := c.term(ctx)
+		held, err := c.term(ctx)
 		var mm *MismatchError
 		if errors.As(err, &mm) {
 			return err
@@ -197,52 +199,48 @@ func (c *Coordinator) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			break
 		}
-		c.log.WithError(err).Warn("no coordination lease; generation paused for this instance until one is held")
+		if held {
+			// It held an index: this loss is a new one, not the next of a series.
+			backoff = firstPause
+		}
+		c.log.WithError(err).WithField("retry_in", backoff).Warn("no coordination lease; generation paused for this instance until one is held")
 		select {
 		case <-ctx.Done():
 		case <-time.After(backoff):
 		}
 		backoff = min(backoff*2, 5*time.Second)
-		if err == nil {
-			backoff = 250 * time.Millisecond
-		}
 	}
 	return ctx.Err()
 }
 
 // term is one session: acquire an index, extend the lease until it fails
-// or ctx ends.
-func (c *Coordinator) term(ctx context.Context) error {
-	params, err := c.params()
+// or ctx ends. held says whether an index was acquired.
+func (c *Coordinator) term(ctx context.Context) (held bool, err error) {
+	params, err := c.params(ctx)
 	if err != nil {
-		return err
+		return false, err
 	}
 	seed, err := hex.DecodeString(params.Seed)
 	if err != nil || len(seed) != permute.KeySize {
-		return fmt.Errorf("consul key %s holds a bad seed %q", c.key("params"), params.Seed)
+		return false, fmt.Errorf("consul key %s holds a bad seed %q", c.key("params"), params.Seed)
 	}
 	perm, err := permute.New(seed, uint64(c.o.Max-c.o.Min)+1)
 	if err != nil {
-		return err
+		return false, err
 	}
-	sid, _, err := c.ses.Create(&consul.SessionEntry{
-		Name: "integer-gen " + c.o.Instance, TTL: c.o.SessionTTL.String(), LockDelay: time.Second,
-		Checks: append([]string{"serfHealth"}, c.o.CheckIDs...), Behavior: consul.SessionBehaviorRelease,
-	}, nil)
+	sess, err := session.Create(ctx, c.client, session.Options{
+		Name: "integer-gen " + c.o.Instance, CheckID: c.o.CheckID, TTL: c.o.SessionTTL, LockDelay: time.Second,
+	}, c.log)
 	c.count(func(s *Stats) { s.RoundTrips++ })
 	if err != nil {
-		return fmt.Errorf("creating a consul session: %w", err)
+		return false, err
 	}
-	stopRenew := make(chan struct{})
-	defer func() {
-		close(stopRenew)
-		c.ses.Destroy(sid, nil)
-	}()
-	go c.ses.RenewPeriodic(c.o.SessionTTL.String(), sid, nil, stopRenew)
+	defer sess.Close(context.Background())
+	sid := sess.ID
 
 	index, prevHW, err := c.acquire(ctx, sid)
 	if err != nil {
-		return err
+		return false, err
 	}
 	key := c.key("index", strconv.Itoa(index))
 	log := c.log.WithField("index", index)
@@ -273,13 +271,16 @@ func (c *Coordinator) term(ctx context.Context) error {
 	defer tick.Stop()
 	for {
 		next := max(c.Slot(c.o.Now())+leaseSlots, hw)
-		ok, err := c.txn(key, sid, holderValue{Instance: c.o.Instance, HW: next}, consul.KVLock)
+		ok, err := c.txn(ctx, key, sid, holderValue{Instance: c.o.Instance, HW: next}, consul.KVLock)
 		if err != nil || !ok {
+			if ctx.Err() != nil {
+				break // stopping: release below
+			}
 			c.count(func(s *Stats) { s.Lost++ })
 			if err == nil {
 				err = errors.New("the lock is no longer ours (session ended)")
 			}
-			return fmt.Errorf("extending the lease of index %d: %w", index, err)
+			return true, fmt.Errorf("extending the lease of index %d: %w", index, err)
 		}
 		hw = next
 		c.mu.Lock()
@@ -288,27 +289,36 @@ func (c *Coordinator) term(ctx context.Context) error {
 		c.mu.Unlock()
 		select {
 		case <-ctx.Done():
-			// Release the index, recording the high-water mark, so a
-			// successor need not wait for the session to expire.
-			c.mu.Lock()
-			c.held = false
-			c.mu.Unlock()
-			if _, err := c.txn(key, sid, holderValue{Instance: c.o.Instance, HW: hw}, consul.KVUnlock); err != nil {
-				log.WithError(err).Warn("releasing the generator index failed; it frees itself when the session expires")
-			} else {
-				log.WithField("hw_slot", hw).Info("released the generator index")
-			}
-			return nil
+		case <-sess.Done():
+			// The lease may still reach ahead, but Consul may already have
+			// given the index to another: stop emitting now.
+			c.count(func(s *Stats) { s.Lost++ })
+			return true, fmt.Errorf("index %d: %w", index, sess.Err())
 		case <-tick.C:
+			continue
 		}
+		break
 	}
+	// Release the index, recording the high-water mark, so a successor
+	// need not wait for the session to expire.
+	c.mu.Lock()
+	c.held = false
+	c.mu.Unlock()
+	if _, err := c.txn(context.Background(), key, sid, holderValue{Instance: c.o.Instance, HW: hw}, consul.KVUnlock); err != nil {
+		log.WithError(err).Warn("releasing the generator index failed; it frees itself when the session expires")
+	} else {
+		log.WithField("hw_slot", hw).Info("released the generator index")
+	}
+	return true, nil
 }
 
 // txn sets key's value under sid's lock with verb (lock or unlock); ok is
 // false when the lock is held by another session or sid has ended.
-func (c *Coordinator) txn(key, sid string, v holderValue, verb consul.KVOp) (bool, error) {
+func (c *Coordinator) txn(ctx context.Context, key, sid string, v holderValue, verb consul.KVOp) (bool, error) {
 	body, _ := json.Marshal(v)
-	ok, resp, _, err := c.kv.Txn(consul.KVTxnOps{{Verb: verb, Key: key, Value: body, Session: sid}}, nil)
+	cctx, cancel := session.Call(ctx)
+	defer cancel()
+	ok, resp, _, err := c.kv.Txn(consul.KVTxnOps{{Verb: verb, Key: key, Value: body, Session: sid}}, (&consul.QueryOptions{}).WithContext(cctx))
 	c.count(func(s *Stats) { s.RoundTrips++ })
 	if err != nil {
 		return false, err
@@ -323,7 +333,9 @@ func (c *Coordinator) txn(key, sid string, v holderValue, verb consul.KVOp) (boo
 // slot its last holder recorded (-1 when the key is new).
 func (c *Coordinator) acquire(ctx context.Context, sid string) (int, int64, error) {
 	for wait := 250 * time.Millisecond; ; wait = min(wait*2, 2*time.Second) {
-		pairs, _, err := c.kv.List(c.key("index")+"/", &consul.QueryOptions{RequireConsistent: true})
+		cctx, cancel := session.Call(ctx)
+		pairs, _, err := c.kv.List(c.key("index")+"/", (&consul.QueryOptions{RequireConsistent: true}).WithContext(cctx))
+		cancel()
 		c.count(func(s *Stats) { s.RoundTrips++ })
 		if err != nil {
 			return 0, 0, fmt.Errorf("listing generator indices: %w", err)
@@ -350,7 +362,9 @@ func (c *Coordinator) acquire(ctx context.Context, sid string) (int, int64, erro
 				check = &consul.KVTxnOp{Verb: consul.KVCheckIndex, Key: key, Index: p.ModifyIndex}
 			}
 			body, _ := json.Marshal(holderValue{Instance: c.o.Instance, HW: prev})
-			ok, _, _, err := c.kv.Txn(consul.KVTxnOps{check, {Verb: consul.KVLock, Key: key, Value: body, Session: sid}}, nil)
+			cctx, cancel := session.Call(ctx)
+			ok, _, _, err := c.kv.Txn(consul.KVTxnOps{check, {Verb: consul.KVLock, Key: key, Value: body, Session: sid}}, (&consul.QueryOptions{}).WithContext(cctx))
+			cancel()
 			c.count(func(s *Stats) { s.RoundTrips++ })
 			if err != nil {
 				return 0, 0, fmt.Errorf("locking %s: %w", key, err)
@@ -369,14 +383,16 @@ func (c *Coordinator) acquire(ctx context.Context, sid string) (int, int64, erro
 }
 
 // params writes this group's parameters if none exist, and checks them.
-func (c *Coordinator) params() (Params, error) {
+func (c *Coordinator) params(ctx context.Context) (Params, error) {
 	key := c.key("params")
 	mine := Params{Min: c.o.Min, Max: c.o.Max, IntervalMs: c.o.Interval.Milliseconds(), MaxGenerators: c.o.MaxGenerators}
 	if c.o.PerSlot > 1 {
 		mine.PerSlot = c.o.PerSlot
 	}
 	for {
-		p, _, err := c.kv.Get(key, &consul.QueryOptions{RequireConsistent: true})
+		cctx, cancel := session.Call(ctx)
+		p, _, err := c.kv.Get(key, (&consul.QueryOptions{RequireConsistent: true}).WithContext(cctx))
+		cancel()
 		c.count(func(s *Stats) { s.RoundTrips++ })
 		if err != nil {
 			return Params{}, fmt.Errorf("reading %s: %w", key, err)
@@ -396,7 +412,9 @@ func (c *Coordinator) params() (Params, error) {
 		rand.Read(seed)
 		mine.Seed = hex.EncodeToString(seed)
 		body, _ := json.Marshal(mine)
-		ok, _, err := c.kv.CAS(&consul.KVPair{Key: key, Value: body, ModifyIndex: 0}, nil)
+		cctx, cancel = session.Call(ctx)
+		ok, _, err := c.kv.CAS(&consul.KVPair{Key: key, Value: body, ModifyIndex: 0}, (&consul.WriteOptions{}).WithContext(cctx))
+		cancel()
 		c.count(func(s *Stats) { s.RoundTrips++ })
 		if err != nil {
 			return Params{}, fmt.Errorf("writing %s: %w", key, err)

@@ -3,6 +3,7 @@ package slotlease
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -232,5 +233,47 @@ func TestSeveralPerSlotStayDistinct(t *testing.T) {
 				seen[v] = true
 			}
 		}
+	}
+}
+
+// After a lease is lost, a generator that held its index again starts its
+// back-off over: only failures in a row lengthen the pause.
+func TestBackoffStartsOverAfterALeaseWasHeld(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs consul")
+	}
+	c := testenv.StartConsul(t)
+	co, _, _ := start(t, c, opts("a"))
+	session := func() string {
+		i, _ := co.State()
+		if i < 0 {
+			return ""
+		}
+		pair, _, err := c.Client.KV().Get(fmt.Sprintf("test/gen/index/%d", i), nil)
+		if err != nil || pair == nil {
+			return ""
+		}
+		return pair.Session
+	}
+	var pause time.Duration
+	for loss := 1; loss <= 6; loss++ {
+		var sid string
+		testenv.Eventually(t, 30*time.Second, "an index held with a lease extended", func() bool {
+			sid = session()
+			return sid != "" && co.Stats().Extends > 0
+		})
+		before := co.Stats().Extends
+		testenv.Eventually(t, 10*time.Second, "a lease extension", func() bool { return co.Stats().Extends > before })
+		// What the agent does when the generator's check fails for a moment.
+		if _, err := c.Client.Session().Destroy(sid, nil); err != nil {
+			t.Fatal(err)
+		}
+		lost := time.Now()
+		testenv.Eventually(t, 30*time.Second, "the index held again", func() bool { s := session(); return s != "" && s != sid })
+		pause = time.Since(lost)
+	}
+	// At 250 ms doubling, a back-off never reset would be at its 5 s cap by now.
+	if pause > 3*time.Second {
+		t.Fatalf("the sixth lease loss paused the generator for %s: the back-off did not start over", pause.Round(10*time.Millisecond))
 	}
 }

@@ -10,7 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
+	"slices"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -49,41 +49,83 @@ type Config struct {
 	Limits      wire.Limits
 	TouchEvery  time.Duration
 	FlushEvery  time.Duration
+	// WriteTimeout bounds one window write; with TouchEvery it bounds the
+	// time between two touches of a held message.
+	WriteTimeout time.Duration
 }
 
-// held is one message until every piece of it is stored.
+// msgState is where a held message is in its life. It leaves msgHeld once:
+// to msgFinished when every piece it carries is stored, or to msgRequeued
+// when it is handed back to nsqd.
+type msgState uint8
+
+const (
+	msgHeld msgState = iota
+	msgFinished
+	msgRequeued
+)
+
+// held is one delivered message until every piece it carries is stored.
+// Copies of one message (a redelivery after a timeout, nsqd re-reading
+// its disk queue, a duplicate publish) are held apart: each is FINished
+// only once the pieces it carries are stored, whichever copy brought them.
 type held struct {
 	msg       Message
-	pending   int
+	state     msgState
+	pending   int // pieces it carries that are not stored yet
 	lastTouch time.Time
 }
 
-type piece struct {
-	p     windowapi.Piece
-	key   pieceKey
-	from  *held
-	batch wire.Batch // its integers alone, for the dead-letter topic
+func (h *held) finish() {
+	if h.state == msgHeld {
+		h.state = msgFinished
+		h.msg.Finish()
+	}
 }
 
-type slotValue struct {
-	eventMs int64
-	value   uint32
+func (h *held) requeue(delay time.Duration) {
+	if h.state == msgHeld {
+		h.state = msgRequeued
+		h.msg.Requeue(delay)
+	}
+}
+
+// piece is what a window's write needs of one run of a message's integers,
+// nothing per integer: a dead letter re-decodes its owner's body.
+type piece struct {
+	key        pieceKey
+	count, sum int64
+	// owners are the held copies that carry it; each waits for its write.
+	owners []*held
 }
 
 type pieceKey struct {
-	instance wire.InstanceID
-	first    uint64
+	instance    wire.InstanceID
+	first, last uint64
 }
 
 type bucket struct {
-	span   window.Span
-	pieces []*piece
-	seen   map[pieceKey]bool
-	// slotValues finds collisions: who emitted a value in a slot.
-	slotValues map[slotValue]wire.InstanceID
-	retryAt    time.Time
-	backoff    time.Duration
+	span    window.Span
+	pieces  []*piece
+	seen    map[pieceKey]*piece
+	retryAt time.Time
+	backoff time.Duration
 }
+
+// collisionTable is a fixed-size, direct-mapped record of recent (slot,
+// value) pairs and who emitted them: a check of the no-collision guarantee
+// on what passes by, in constant memory. An evicted entry can hide a
+// collision; an entry never reports a false one.
+type collisionTable []collisionEntry
+
+type collisionEntry struct {
+	eventMs  int64
+	value    uint32
+	used     bool
+	instance wire.InstanceID
+}
+
+const collisionTableSize = 1 << 14 // 512 KiB: minutes of the default rate
 
 // Aggregator owns all windowing state; one goroutine runs it.
 type Aggregator struct {
@@ -95,13 +137,19 @@ type Aggregator struct {
 	log    *logrus.Entry
 	now    func() time.Time
 
-	buckets map[int64]*bucket
-	batch   wire.Batch
-	lastEnd float64 // newest window stored, for the gauges
+	buckets    map[int64]*bucket
+	held       map[*held]struct{} // every message in msgHeld
+	batch      wire.Batch         // decoding scratch
+	collisions collisionTable
+	lastEnd    float64 // newest window stored, for the gauges
 }
 
 func newAggregator(cfg Config, fence uint64, w Writer, d DeadLetter, m *metrics, log *logrus.Entry) *Aggregator {
-	return &Aggregator{cfg: cfg, fence: fence, writer: w, dead: d, m: m, log: log, now: time.Now, buckets: map[int64]*bucket{}}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = 5 * time.Second
+	}
+	return &Aggregator{cfg: cfg, fence: fence, writer: w, dead: d, m: m, log: log, now: time.Now,
+		buckets: map[int64]*bucket{}, held: map[*held]struct{}{}}
 }
 
 // Run consumes in until ctx ends or the store refuses this term's fence,
@@ -139,7 +187,6 @@ func (a *Aggregator) Add(m Message) {
 	h := &held{msg: m, lastTouch: a.now()}
 	now := a.now().UnixMilli()
 	size := a.cfg.Window.Milliseconds()
-	inst := b.Instance.String()
 	for i := 0; i < len(b.Items); {
 		start := window.Start(b.Items[i].EventMs, size)
 		j := i
@@ -147,63 +194,72 @@ func (a *Aggregator) Add(m Message) {
 		for ; j < len(b.Items) && window.Start(b.Items[j].EventMs, size) == start; j++ {
 			sum += int64(b.Items[j].Value)
 		}
-		p := &piece{
-			p:    windowapi.Piece{Instance: inst, FirstSeq: b.Seq(i), LastSeq: b.Seq(j - 1), Count: int64(j - i), Sum: sum},
-			key:  pieceKey{b.Instance, b.Seq(i)},
-			from: h,
-			batch: wire.Batch{Flags: b.Flags, Instance: b.Instance, IntervalMs: b.IntervalMs, FirstSeq: b.Seq(i),
-				Items: append([]wire.Item(nil), b.Items[i:j]...)},
-		}
-		i = j
+		key := pieceKey{b.Instance, b.Seq(i), b.Seq(j - 1)}
+		count := int64(j - i)
 		span := window.Span{StartMs: start, EndMs: start + size}
+		reason, detail := "", ""
 		switch {
 		case span.EndMs+a.cfg.MaxLateness.Milliseconds() < now:
-			if !a.rejectPiece(h, "too_late", fmt.Sprintf("window %s ended more than %s ago", span.Start().Format(time.RFC3339), a.cfg.MaxLateness), p) {
-				return
-			}
-			continue
+			reason, detail = "too_late", fmt.Sprintf("window %s ended more than %s ago", span.Start().Format(time.RFC3339), a.cfg.MaxLateness)
 		case span.StartMs > now+a.cfg.MaxFuture.Milliseconds():
-			if !a.rejectPiece(h, "future", fmt.Sprintf("window %s starts more than %s ahead of this host's clock", span.Start().Format(time.RFC3339), a.cfg.MaxFuture), p) {
+			reason, detail = "future", fmt.Sprintf("window %s starts more than %s ahead of this host's clock", span.Start().Format(time.RFC3339), a.cfg.MaxFuture)
+		}
+		if reason != "" {
+			sub := wire.Batch{Flags: b.Flags, Instance: b.Instance, IntervalMs: b.IntervalMs, FirstSeq: b.Seq(i), Items: b.Items[i:j]}
+			if !a.rejectPiece(h, reason, detail, key, &sub) {
 				return
 			}
+			i = j
 			continue
 		}
 		bk := a.buckets[start]
 		if bk == nil {
-			bk = &bucket{span: span, seen: map[pieceKey]bool{}, slotValues: map[slotValue]wire.InstanceID{}}
+			bk = &bucket{span: span, seen: map[pieceKey]*piece{}}
 			a.buckets[start] = bk
 		}
-		if bk.seen[p.key] {
-			a.m.deduplicated.Add(float64(p.p.Count))
+		if p := bk.seen[key]; p != nil {
+			// A copy of a piece waiting for its write: this message waits too.
+			a.m.deduplicated.Add(float64(count))
+			p.owners = append(p.owners, h)
+			h.pending++
+			i = j
 			continue
 		}
 		if now >= span.EndMs+a.cfg.Grace.Milliseconds() {
-			a.m.late.Add(float64(p.p.Count))
+			a.m.late.Add(float64(count))
 		}
-		bk.seen[p.key] = true
-		bk.pieces = append(bk.pieces, p)
 		if b.Flags&wire.FlagUncoordinated == 0 {
-			a.countCollisions(bk, p)
+			a.checkCollisions(b, i, j)
 		}
+		p := &piece{key: key, count: count, sum: sum, owners: []*held{h}}
+		bk.seen[key] = p
+		bk.pieces = append(bk.pieces, p)
 		h.pending++
+		i = j
 	}
 	if h.pending == 0 {
-		m.Finish()
+		h.finish()
+		return
 	}
+	a.held[h] = struct{}{}
 }
 
-// countCollisions checks the no-collision guarantee on what passes by:
-// two generators with the same value in the same slot. It sees integers of
-// one open window, so a collision with an integer already written is missed.
-func (a *Aggregator) countCollisions(bk *bucket, p *piece) {
-	for _, it := range p.batch.Items {
-		k := slotValue{it.EventMs, it.Value}
-		if other, ok := bk.slotValues[k]; ok && other != p.key.instance {
-			a.m.collisions.Inc()
-			a.log.WithFields(logrus.Fields{"event_ms": it.EventMs, "value": it.Value}).Error("two generators emitted the same value in the same slot")
+// checkCollisions checks the no-collision guarantee on items i..j-1 of b:
+// two generators with the same value in the same slot.
+func (a *Aggregator) checkCollisions(b *wire.Batch, i, j int) {
+	if a.collisions == nil {
+		a.collisions = make(collisionTable, collisionTableSize)
+	}
+	for _, it := range b.Items[i:j] {
+		e := &a.collisions[(uint64(it.EventMs)*0x9E3779B97F4A7C15^uint64(it.Value)*0xC2B2AE3D27D4EB4F)>>50]
+		if e.used && e.eventMs == it.EventMs && e.value == it.Value {
+			if e.instance != b.Instance {
+				a.m.collisions.Inc()
+				a.log.WithFields(logrus.Fields{"event_ms": it.EventMs, "value": it.Value}).Error("two generators emitted the same value in the same slot")
+			}
 			continue
 		}
-		bk.slotValues[k] = p.key.instance
+		*e = collisionEntry{eventMs: it.EventMs, value: it.Value, used: true, instance: b.Instance}
 	}
 }
 
@@ -211,7 +267,9 @@ func (a *Aggregator) countCollisions(bk *bucket, p *piece) {
 // topic is unreachable the message is requeued instead, so nothing is lost.
 func (a *Aggregator) reject(m Message, reason, detail string, body []byte) {
 	a.m.rejected.WithLabelValues(reason).Inc()
-	if err := a.dead.Reject(reason, detail, body); err != nil {
+	err := a.dead.Reject(reason, detail, body)
+	a.touchDue(a.now()) // a dead-letter publish can take seconds
+	if err != nil {
 		a.log.WithError(err).WithField("reason", reason).Warn("dead-letter publish failed; message requeued")
 		m.Requeue(5 * time.Second)
 		return
@@ -224,23 +282,24 @@ func (a *Aggregator) reject(m Message, reason, detail string, body []byte) {
 // rejectPiece dead-letters one piece's integers as a batch of their own. On
 // failure the whole message is requeued (its pieces leave the open windows)
 // and false is returned.
-func (a *Aggregator) rejectPiece(h *held, reason, detail string, p *piece) bool {
-	if err := a.deadLetterPiece(reason, detail, p); err != nil {
+func (a *Aggregator) rejectPiece(h *held, reason, detail string, key pieceKey, sub *wire.Batch) bool {
+	if err := a.deadLetter(reason, detail, sub); err != nil {
 		a.log.WithError(err).WithField("reason", reason).Warn("dead-letter publish failed; message requeued")
 		a.abandon(h)
 		return false
 	}
-	a.log.WithFields(logrus.Fields{"reason": reason, "detail": detail, "instance": p.p.Instance,
-		"first_seq": p.p.FirstSeq, "integers": p.p.Count}).Warn("integers rejected and dead-lettered")
+	a.log.WithFields(logrus.Fields{"reason": reason, "detail": detail, "instance": key.instance.String(),
+		"first_seq": key.first, "integers": len(sub.Items)}).Warn("integers rejected and dead-lettered")
 	return true
 }
 
-func (a *Aggregator) deadLetterPiece(reason, detail string, p *piece) error {
+func (a *Aggregator) deadLetter(reason, detail string, sub *wire.Batch) error {
 	a.m.rejected.WithLabelValues(reason).Inc()
-	body, err := wire.Encode(&p.batch)
+	body, err := wire.Encode(sub)
 	if err == nil {
 		err = a.dead.Reject(reason, detail, body)
 	}
+	a.touchDue(a.now())
 	if err != nil {
 		return err
 	}
@@ -248,69 +307,94 @@ func (a *Aggregator) deadLetterPiece(reason, detail string, p *piece) error {
 	return nil
 }
 
-// abandon removes a message's pieces from open windows and requeues it.
+// pieceBatch re-decodes the integers of p from the body of one that
+// carries it (only dead letters need them).
+func (a *Aggregator) pieceBatch(p *piece) (*wire.Batch, error) {
+	var b wire.Batch
+	if err := wire.Decode(p.owners[0].msg.Body(), a.cfg.Limits, &b); err != nil {
+		return nil, err
+	}
+	lo, hi := int(p.key.first-b.FirstSeq), int(p.key.last-b.FirstSeq)+1
+	if lo < 0 || hi > len(b.Items) || lo >= hi {
+		return nil, fmt.Errorf("piece %d..%d is not in its message (%d..)", p.key.first, p.key.last, b.FirstSeq)
+	}
+	b.Items, b.FirstSeq = b.Items[lo:hi], p.key.first
+	return &b, nil
+}
+
+// abandon takes a message's share out of the open windows (a piece that
+// other copies carry stays) and requeues it.
 func (a *Aggregator) abandon(h *held) {
 	for start, bk := range a.buckets {
 		kept := bk.pieces[:0]
 		for _, p := range bk.pieces {
-			if p.from == h {
+			p.owners = slices.DeleteFunc(p.owners, func(o *held) bool { return o == h })
+			if len(p.owners) == 0 {
 				delete(bk.seen, p.key)
 				continue
 			}
 			kept = append(kept, p)
 		}
+		clear(bk.pieces[len(kept):])
 		bk.pieces = kept
 		if len(kept) == 0 {
 			delete(a.buckets, start)
 		}
 	}
-	h.pending = -1
-	h.msg.Requeue(5 * time.Second)
+	delete(a.held, h)
+	h.requeue(5 * time.Second)
 }
 
 // Flush writes every window whose grace has passed, and touches messages
-// held long. It returns windowapi.ErrStaleFence when this term must end.
+// held long, also between writes, so that slow writes never let nsqd time
+// out a held message. It returns windowapi.ErrStaleFence when this term
+// must end.
 func (a *Aggregator) Flush(ctx context.Context) error {
-	now := a.now()
+	a.touchDue(a.now())
 	starts := make([]int64, 0, len(a.buckets))
 	for s := range a.buckets {
 		starts = append(starts, s)
 	}
-	sort.Slice(starts, func(i, j int) bool { return starts[i] < starts[j] })
+	slices.Sort(starts)
 	for _, s := range starts {
+		if ctx.Err() != nil {
+			return nil
+		}
 		bk := a.buckets[s]
+		now := a.now()
 		if now.UnixMilli() < bk.span.EndMs+a.cfg.Grace.Milliseconds() || now.Before(bk.retryAt) {
-			a.touch(bk, now)
 			continue
 		}
-		if err := a.write(ctx, bk, now); err != nil {
+		a.touchDue(now)
+		if err := a.write(ctx, bk); err != nil {
 			if errors.Is(err, windowapi.ErrStaleFence) {
 				return err
 			}
 			bk.backoff = min(max(bk.backoff*2, 100*time.Millisecond), 5*time.Second)
-			bk.retryAt = now.Add(bk.backoff)
-			a.touch(bk, now)
+			bk.retryAt = a.now().Add(bk.backoff)
 		}
 	}
+	a.touchDue(a.now())
 	return nil
 }
 
-func (a *Aggregator) touch(bk *bucket, now time.Time) {
-	for _, p := range bk.pieces {
-		if h := p.from; h.pending > 0 && now.Sub(h.lastTouch) >= a.cfg.TouchEvery {
+// touchDue touches every held message not touched for TouchEvery.
+func (a *Aggregator) touchDue(now time.Time) {
+	for h := range a.held {
+		if now.Sub(h.lastTouch) >= a.cfg.TouchEvery {
 			h.msg.Touch()
 			h.lastTouch = now
 		}
 	}
 }
 
-func (a *Aggregator) write(ctx context.Context, bk *bucket, now time.Time) error {
+func (a *Aggregator) write(ctx context.Context, bk *bucket) error {
 	w := windowapi.Write{End: bk.span.End(), Fence: a.fence, Pieces: make([]windowapi.Piece, len(bk.pieces))}
 	for i, p := range bk.pieces {
-		w.Pieces[i] = p.p
+		w.Pieces[i] = windowapi.Piece{Instance: p.key.instance.String(), FirstSeq: p.key.first, LastSeq: p.key.last, Count: p.count, Sum: p.sum}
 	}
 	log := a.log.WithField("window", bk.span.Start().Format(time.RFC3339Nano))
-	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	wctx, cancel := context.WithTimeout(ctx, a.cfg.WriteTimeout)
 	res, err := a.writer.Put(wctx, bk.span.Start(), w)
 	cancel()
 	if err != nil {
@@ -330,11 +414,15 @@ func (a *Aggregator) write(ctx context.Context, bk *bucket, now time.Time) error
 	for i, p := range bk.pieces {
 		switch res.Pieces[i] {
 		case windowapi.Added:
-			added += p.p.Count
+			added += p.count
 		case windowapi.Duplicate:
-			a.m.deduplicated.Add(float64(p.p.Count))
+			a.m.deduplicated.Add(float64(p.count))
 		case windowapi.Conflict:
-			if err := a.deadLetterPiece("seq_conflict", "sequence range overlaps one already stored with other bounds", p); err != nil {
+			sub, err := a.pieceBatch(p)
+			if err == nil {
+				err = a.deadLetter("seq_conflict", "sequence range overlaps one already stored with other bounds", sub)
+			}
+			if err != nil {
 				// Keep the window's messages: the next write says conflict again.
 				return fmt.Errorf("dead-lettering a conflicting piece: %w", err)
 			}
@@ -352,10 +440,13 @@ func (a *Aggregator) write(ctx context.Context, bk *bucket, now time.Time) error
 		a.m.windowsAmended.Inc()
 	}
 	a.m.integersCounted.Add(float64(added))
-	a.m.writeLag.Observe(now.Sub(bk.span.End()).Seconds())
+	a.m.writeLag.Observe(a.now().Sub(bk.span.End()).Seconds())
 	for _, p := range bk.pieces {
-		if p.from.pending--; p.from.pending == 0 {
-			p.from.msg.Finish()
+		for _, h := range p.owners {
+			if h.pending--; h.pending == 0 {
+				delete(a.held, h)
+				h.finish()
+			}
 		}
 	}
 	delete(a.buckets, bk.span.StartMs)
@@ -366,13 +457,9 @@ func (a *Aggregator) write(ctx context.Context, bk *bucket, now time.Time) error
 // requeueAll hands back every message not finished, so another consumer
 // (or this one's next term) gets it at once.
 func (a *Aggregator) requeueAll() {
-	for _, bk := range a.buckets {
-		for _, p := range bk.pieces {
-			if p.from.pending > 0 {
-				p.from.pending = -1
-				p.from.msg.Requeue(0)
-			}
-		}
+	for h := range a.held {
+		h.requeue(0)
 	}
+	a.held = map[*held]struct{}{}
 	a.buckets = map[int64]*bucket{}
 }

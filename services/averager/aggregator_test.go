@@ -176,10 +176,13 @@ func TestRedeliveryAndDuplicatesCountOnce(t *testing.T) {
 	dup := msg(t, 0, at(100, 7)) // the same message published twice
 	r.agg.Add(a)
 	r.agg.Add(dup)
-	if !dup.done() {
-		t.Fatalf("in-memory duplicate not finished at once: %v", dup)
+	if !dup.untouchedByAck() {
+		t.Fatalf("a copy finished before its integers were stored: %v", dup)
 	}
 	r.advance(t, 6*time.Second)
+	if !a.done() || !dup.done() {
+		t.Fatalf("original %v and copy %v not finished once stored", a, dup)
+	}
 	// redelivered after the write (a FIN that nsqd never got)
 	again := msg(t, 0, at(100, 7))
 	r.agg.Add(again)

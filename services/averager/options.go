@@ -1,8 +1,10 @@
 package averager
 
 import (
+	"fmt"
 	"time"
 
+	"github.com/nsqio/go-nsq"
 	"github.com/urfave/cli/v2"
 
 	"github.com/loopstock/loopstock/internal/cliflags"
@@ -130,7 +132,39 @@ func ReadOptions(c *cli.Context) (Options, error) {
 	if o.SessionTTL = c.Duration("session-ttl"); o.SessionTTL < 10*time.Second || o.SessionTTL > 24*time.Hour {
 		return bad("session-ttl", "%s: want 10s..24h (Consul's limits)", o.SessionTTL)
 	}
+	if _, err := o.nsqConfig(); err != nil {
+		return o, err
+	}
 	return o, nil
+}
+
+// nsqConfig is the consumer's configuration. Each option goes through
+// go-nsq's own checks, so a value the consumer would refuse at every term
+// is refused here, naming its flag.
+func (o Options) nsqConfig() (*nsq.Config, error) {
+	cfg := nsq.NewConfig()
+	for _, f := range []struct {
+		flag, option string
+		value        any
+	}{
+		{"max-in-flight", "max_in_flight", o.MaxInFlight},
+		{"msg-timeout", "msg_timeout", o.MsgTimeout},
+		{"lookupd-poll-interval", "lookupd_poll_interval", o.LookupdPollInterval},
+	} {
+		if err := cfg.Set(f.option, f.value); err != nil {
+			return nil, cliflags.Invalid(Name, f.flag, "%v: %v", f.value, err)
+		}
+	}
+	cfg.DefaultRequeueDelay = time.Second
+	// Unbuffered delivery: nsqd otherwise holds messages in its write
+	// buffer for up to 250 ms after taking them off its disk queue, and a
+	// SIGKILL of nsqd then loses them for this channel.
+	cfg.OutputBufferSize = -1
+	cfg.OutputBufferTimeout = -1
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("nsq consumer configuration: %w", err)
+	}
+	return cfg, nil
 }
 
 // ParseArgs is what the binary makes of args and the environment, without

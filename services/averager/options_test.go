@@ -38,6 +38,8 @@ func TestInvalidFlagsNameTheFlag(t *testing.T) {
 		"max-in-flight":     {"--max-in-flight", "0"},
 		"session-ttl":       {"--session-ttl", "1s"},
 		"api-service":       {"--api-service", ""},
+		// go-nsq refuses more than 5m: a consumer could never start.
+		"lookupd-poll-interval": {"--lookupd-poll-interval", "10m"},
 	}
 	for flag, args := range cases {
 		_, err := ParseArgs(append(args, token...))

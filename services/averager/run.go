@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -63,11 +64,23 @@ func Run(ctx context.Context, o Options, log *logrus.Entry) error {
 	cfg := Config{
 		Window: o.Window, Grace: o.Grace, MaxLateness: o.MaxLateness, MaxFuture: o.MaxFuture,
 		Limits: wire.Limits{Min: o.Min, Max: o.Max}, TouchEvery: o.MsgTimeout / 3, FlushEvery: 25 * time.Millisecond,
+		WriteTimeout: min(5*time.Second, o.MsgTimeout/3),
 	}
 	var runErr error
+	httpErr := make(chan error, 1)
+	go func() {
+		select {
+		case err := <-rt.Failed():
+			httpErr <- fmt.Errorf("http server: %w", err)
+			cancel()
+		case <-runCtx.Done():
+		}
+	}()
+	collisions := make(collisionTable, collisionTableSize) // one for every term: what passed by stays known
+	var pause backoff
 	for runCtx.Err() == nil {
 		term, err := leader.Campaign(runCtx, rt.Consul, leader.Options{
-			Key: o.LeaderKey, Value: []byte(rt.Service.ID), CheckIDs: []string{rt.Service.CheckID()},
+			Key: o.LeaderKey, Value: []byte(rt.Service.ID), CheckID: rt.Service.CheckID(),
 			SessionTTL: o.SessionTTL, LockDelay: time.Second,
 		}, log)
 		if err != nil {
@@ -78,31 +91,74 @@ func Run(ctx context.Context, o Options, log *logrus.Entry) error {
 		m.leader.Set(1)
 		tlog := log.WithField("fence", term.Fence)
 		tlog.Info("active: holding the leader lock")
-		err = lead(runCtx, term, o, cfg, lookupds, newAggregator(cfg, term.Fence, writer, dead, m, tlog), tlog)
+		agg := newAggregator(cfg, term.Fence, writer, dead, m, tlog)
+		agg.collisions = collisions
+		began := time.Now()
+		err = lead(runCtx, term, o, lookupds, agg, tlog)
 		m.leader.Set(0)
 		state.Store("leader", false)
 		if rerr := term.Resign(); rerr != nil {
 			tlog.WithError(rerr).Warn("resigning the leader lock")
 		}
-		if err != nil {
-			tlog.WithError(err).Warn("leadership term ended")
-		} else {
+		var fatal *fatalError
+		switch {
+		case errors.As(err, &fatal):
+			tlog.WithError(err).Error("stopping: this averager cannot consume")
+			runErr = err
+			cancel()
+		case err != nil:
+			if time.Since(began) > time.Minute {
+				pause.reset()
+			}
+			d := pause.next()
+			tlog.WithError(err).WithField("retry_in", d.Round(time.Millisecond)).Warn("leadership term ended")
+			select {
+			case <-runCtx.Done():
+			case <-time.After(d):
+			}
+		default:
+			pause.reset()
 			tlog.Info("leadership term ended")
 		}
+	}
+	cancel()
+	select {
+	case err := <-httpErr:
+		runErr = err
+	default:
 	}
 	pub := dead.pub
 	pub.Stop()
 	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer scancel()
-	if err := rt.Close(sctx); err != nil {
+	if err := rt.Close(sctx); err != nil && runErr == nil {
 		runErr = err
 	}
 	log.Info("stopped")
 	return runErr
 }
 
+// fatalError is a failure that another term would only repeat: the
+// process exits with it.
+type fatalError struct{ err error }
+
+func (e *fatalError) Error() string { return e.err.Error() }
+func (e *fatalError) Unwrap() error { return e.err }
+
+// backoff is the pause before campaigning again after a term that ended in
+// an error: doubling from 250 ms up to 15 s, each drawn from its upper half
+// so that averagers that failed together do not come back together.
+type backoff struct{ last time.Duration }
+
+func (b *backoff) next() time.Duration {
+	b.last = min(max(2*b.last, 250*time.Millisecond), 15*time.Second)
+	return b.last/2 + rand.N(b.last/2+1)
+}
+
+func (b *backoff) reset() { b.last = 0 }
+
 // lead consumes while term lasts.
-func lead(ctx context.Context, term *leader.Term, o Options, cfg Config, lookupds *discovery.Watch, agg *Aggregator, log *logrus.Entry) error {
+func lead(ctx context.Context, term *leader.Term, o Options, lookupds *discovery.Watch, agg *Aggregator, log *logrus.Entry) error {
 	termCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {
@@ -114,19 +170,13 @@ func lead(ctx context.Context, term *leader.Term, o Options, cfg Config, lookupd
 		}
 	}()
 
-	ncfg := nsq.NewConfig()
-	ncfg.MaxInFlight = o.MaxInFlight
-	ncfg.MsgTimeout = o.MsgTimeout
-	ncfg.LookupdPollInterval = o.LookupdPollInterval
-	ncfg.DefaultRequeueDelay = time.Second
-	// Unbuffered delivery: nsqd otherwise holds messages in its write
-	// buffer for up to 250 ms after taking them off its disk queue, and a
-	// SIGKILL of nsqd then loses them for this channel.
-	ncfg.OutputBufferSize = -1
-	ncfg.OutputBufferTimeout = -1
+	ncfg, err := o.nsqConfig()
+	if err != nil {
+		return &fatalError{err}
+	}
 	consumer, err := nsq.NewConsumer(o.Topic, o.Channel, ncfg)
 	if err != nil {
-		return fmt.Errorf("nsq consumer: %w", err)
+		return &fatalError{fmt.Errorf("nsq consumer: %w", err)}
 	}
 	consumer.SetLogger(nsqlog.New(log), nsq.LogLevelWarning)
 	in := make(chan Message)

@@ -40,7 +40,7 @@ func Run(ctx context.Context, o Options, log *logrus.Entry) error {
 	rt.Service.Meta = map[string]string{"instance": o.Instance.String()}
 
 	coord := slotlease.New(rt.Consul, slotlease.Options{
-		Prefix: o.CoordinationPrefix, Instance: o.Instance.String(), CheckIDs: []string{rt.Service.CheckID()},
+		Prefix: o.CoordinationPrefix, Instance: o.Instance.String(), CheckID: rt.Service.CheckID(),
 		Interval: o.Interval, Min: o.Min, Max: o.Max, MaxGenerators: o.MaxGenerators, PerSlot: o.PerSlot, LeaseAhead: o.LeaseAhead,
 	}, log)
 	registerCoordinationMetrics(rt.Metrics, coord)
