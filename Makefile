@@ -92,27 +92,40 @@ dist: ## release tarballs for the cluster's exec driver, with SHA256SUMS, in dis
 
 ## --- vagrant (a local Flatcar cluster; see docs/provisioning.md) ----------
 
-CONSUL_VERSION ?= 1.20.2
-NOMAD_VERSION  ?= 1.9.5
-VAGRANT_OUT    := .vagrant/loopstock
+# Consul and Nomad as the Flatcar sysext bakery publishes them (versions its
+# release_build_versions.txt builds; each image checked against the bakery's
+# SHA256SUMS of its release). The box comes from Flatcar's own images of one
+# release: the first release line whose VirtualBox image reads Ignition.
+CONSUL_VERSION  ?= 1.21.4
+NOMAD_VERSION   ?= 1.10.0
+FLATCAR_VERSION ?= 4757.1.0
+FLATCAR_CHANNEL ?= beta
+VAGRANT_OUT     ?= $(CURDIR)/.vagrant/loopstock
+VAGRANT_PROVIDER ?= virtualbox
+# Where the VMs of each provider reach this host (cmd/vagrant-config renders
+# the same addresses): VirtualBox's NAT maps 10.0.2.2 to the loopback.
+VAGRANT_SERVE_ADDR = $(if $(filter libvirt,$(VAGRANT_PROVIDER)),192.168.122.1,127.0.0.1)
 
 .PHONY: vagrant-assets
-vagrant-assets: ## download the Consul and Nomad sysext images once (then vagrant up works offline)
-	@CONSUL_VERSION=$(CONSUL_VERSION) NOMAD_VERSION=$(NOMAD_VERSION) scripts/vagrant-assets
+vagrant-assets: ## download and check, once, the Flatcar images (built into the box) and the sysext images (then vagrant up works offline)
+	@CONSUL_VERSION=$(CONSUL_VERSION) NOMAD_VERSION=$(NOMAD_VERSION) FLATCAR_VERSION=$(FLATCAR_VERSION) \
+		FLATCAR_CHANNEL=$(FLATCAR_CHANNEL) VAGRANT_OUT=$(VAGRANT_OUT) scripts/vagrant-assets
 
 .PHONY: vagrant-config
 vagrant-config: ## render each VM's Ignition from ignition/ and its secrets (vagrant up runs it)
-	@cd platform && go run ./cmd/vagrant-config --out ../$(VAGRANT_OUT) --ignition ../ignition --ssh-key-file "$(abspath $(VAGRANT_PUBKEY))" \
+	@cd platform && go run ./cmd/vagrant-config --out "$(abspath $(VAGRANT_OUT))" --ignition ../ignition --ssh-key-file "$(abspath $(VAGRANT_PUBKEY))" \
 		--consul-version $(CONSUL_VERSION) --nomad-version $(NOMAD_VERSION)
 
 .PHONY: vagrant-serve
-vagrant-serve: ## serve $(VAGRANT_OUT)/www on 127.0.0.1:8088 for the VMs (vagrant up runs it)
-	@if [ -f $(VAGRANT_OUT)/serve.pid ] && kill -0 $$(cat $(VAGRANT_OUT)/serve.pid) 2>/dev/null; then exit 0; fi; \
-		python3 -m http.server 8088 --bind 127.0.0.1 --directory $(VAGRANT_OUT)/www >$(VAGRANT_OUT)/serve.log 2>&1 & echo $$! > $(VAGRANT_OUT)/serve.pid
+vagrant-serve: ## serve $(VAGRANT_OUT)/www on port 8088 where the VMs reach this host (vagrant up runs it)
+	@if [ -f $(VAGRANT_OUT)/serve.pid ] && kill -0 $$(cat $(VAGRANT_OUT)/serve.pid) 2>/dev/null; then \
+		[ "$$(cat $(VAGRANT_OUT)/serve.addr 2>/dev/null)" = "$(VAGRANT_SERVE_ADDR)" ] && exit 0; kill $$(cat $(VAGRANT_OUT)/serve.pid); fi; \
+		python3 -m http.server 8088 --bind $(VAGRANT_SERVE_ADDR) --directory $(VAGRANT_OUT)/www >$(VAGRANT_OUT)/serve.log 2>&1 & \
+		echo $$! > $(VAGRANT_OUT)/serve.pid; echo $(VAGRANT_SERVE_ADDR) > $(VAGRANT_OUT)/serve.addr
 
 .PHONY: vagrant-serve-stop
 vagrant-serve-stop:
-	@[ -f $(VAGRANT_OUT)/serve.pid ] && kill $$(cat $(VAGRANT_OUT)/serve.pid) 2>/dev/null; rm -f $(VAGRANT_OUT)/serve.pid
+	@[ -f $(VAGRANT_OUT)/serve.pid ] && kill $$(cat $(VAGRANT_OUT)/serve.pid) 2>/dev/null; rm -f $(VAGRANT_OUT)/serve.pid $(VAGRANT_OUT)/serve.addr
 
 ## --- terraform (OpenTofu and its providers from the shared tools) ----------
 
@@ -140,8 +153,8 @@ test-terraform: ## tofu validate of every example whose providers are at hand; t
 test: tools lint test-vagrantfile test-terraform test-go test-collisions test-faults ## everything CI runs: lint, unit, integration, end-to-end, collision, fault and Terraform tests
 
 .PHONY: test-vagrantfile
-test-vagrantfile: ## ruby -c and vagrant validate of the Vagrantfile (installs Debian's vagrant if missing)
-	@scripts/check-vagrantfile
+test-vagrantfile: ## ruby -c, and vagrant validate refuses unrendered configs and passes on rendered ones (installs Debian's vagrant if missing)
+	@CONSUL_VERSION=$(CONSUL_VERSION) NOMAD_VERSION=$(NOMAD_VERSION) scripts/check-vagrantfile
 
 .PHONY: test-go
 test-go: tools ## unit, integration and end-to-end tests (the page test in headless Chromium)
