@@ -9,10 +9,10 @@ import (
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 )
 
-// resources returns the resource blocks of the given type in dir.
-func resources(t *testing.T, dir, typ string) []*hclsyntax.Block {
+// parse reads every .tf file of dir.
+func parse(t *testing.T, dir string) []*hclsyntax.Body {
 	t.Helper()
-	var out []*hclsyntax.Block
+	var out []*hclsyntax.Body
 	files, _ := filepath.Glob(filepath.Join(dir, "*.tf"))
 	for _, f := range files {
 		src, _ := os.ReadFile(f)
@@ -20,10 +20,18 @@ func resources(t *testing.T, dir, typ string) []*hclsyntax.Block {
 		if diags.HasErrors() {
 			t.Fatal(diags)
 		}
-		for _, b := range file.Body.(*hclsyntax.Body).Blocks {
-			if b.Type == "resource" && b.Labels[0] == typ {
-				out = append(out, b)
-			}
+		out = append(out, file.Body.(*hclsyntax.Body))
+	}
+	return out
+}
+
+// resources returns the resource blocks of the given type in dir.
+func resources(t *testing.T, dir, typ string) []*hclsyntax.Block {
+	t.Helper()
+	var out []*hclsyntax.Block
+	for _, b := range blocks(t, dir, "resource") {
+		if b.Labels[0] == typ {
+			out = append(out, b)
 		}
 	}
 	return out

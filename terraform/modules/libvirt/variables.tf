@@ -82,7 +82,7 @@ variable "consul_sysext_sha256" {
   type        = string
   description = "SHA-256 of the Consul sysext image (pinned: Ignition refuses any other)."
   validation {
-    condition     = can(regex("^[0-9a-f]{64}$", var.consul_sysext_sha256)) && var.consul_sysext_sha256 != join("", [for i in range(64) : "0"])
+    condition     = can(regex("^[0-9a-f]{64}$", var.consul_sysext_sha256)) && !can(regex("^0+$", var.consul_sysext_sha256))
     error_message = "consul_sysext_sha256: the 64 hex digits of the image's line in the bakery's SHA256SUMS."
   }
 }
@@ -91,7 +91,7 @@ variable "nomad_sysext_sha256" {
   type        = string
   description = "SHA-256 of the Nomad sysext image."
   validation {
-    condition     = can(regex("^[0-9a-f]{64}$", var.nomad_sysext_sha256)) && var.nomad_sysext_sha256 != join("", [for i in range(64) : "0"])
+    condition     = can(regex("^[0-9a-f]{64}$", var.nomad_sysext_sha256)) && !can(regex("^0+$", var.nomad_sysext_sha256))
     error_message = "nomad_sysext_sha256: the 64 hex digits of the image's line in the bakery's SHA256SUMS."
   }
 }
