@@ -66,22 +66,26 @@ type Term struct {
 // Resign releases the lock at once, so a standby takes over without waiting
 // for the session to expire.
 func (t *Term) Resign() error {
+	// One deadline for both calls: a frozen agent costs a stop CallTimeout.
 	ctx, cancel := session.Call(context.Background())
+	defer cancel()
 	_, _, err := t.kv.Release(&consul.KVPair{Key: t.key, Session: t.sess.ID}, (&consul.WriteOptions{}).WithContext(ctx))
-	cancel()
-	t.end()
+	t.endWithin(ctx)
 	if err != nil {
 		return fmt.Errorf("releasing the leader lock: %w", err)
 	}
 	return nil
 }
 
-func (t *Term) end() {
+func (t *Term) end() { t.endWithin(context.Background()) }
+
+// endWithin ends the term and destroys its session, within ctx.
+func (t *Term) endWithin(ctx context.Context) {
 	t.endOnce.Do(func() {
 		if t.cancel != nil {
 			t.cancel()
 		}
-		t.sess.Close(context.Background())
+		t.sess.Close(ctx)
 	})
 }
 

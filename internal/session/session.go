@@ -51,6 +51,8 @@ type Session struct {
 	stop   context.CancelFunc
 	closed chan struct{} // closed when the renewal loop has returned
 
+	closeOnce sync.Once
+
 	mu  sync.Mutex
 	err error
 }
@@ -145,6 +147,10 @@ func (s *Session) renew(ctx context.Context) {
 // Close stops renewing and destroys the session (releasing its locks), within
 // ctx and CallTimeout; a session that could not be destroyed expires.
 func (s *Session) Close(ctx context.Context) {
+	s.closeOnce.Do(func() { s.close(ctx) })
+}
+
+func (s *Session) close(ctx context.Context) {
 	s.stop()
 	<-s.closed
 	s.end(ErrEnded)

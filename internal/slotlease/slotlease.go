@@ -304,11 +304,16 @@ func (c *Coordinator) term(ctx context.Context) (held bool, err error) {
 	c.mu.Lock()
 	c.held = false
 	c.mu.Unlock()
-	if _, err := c.txn(context.Background(), key, sid, holderValue{Instance: c.o.Instance, HW: hw}, consul.KVUnlock); err != nil {
+	// The release and the session's end share one deadline: a frozen agent
+	// delays a stop by CallTimeout at most.
+	rctx, cancel := session.Call(context.Background())
+	defer cancel()
+	if _, err := c.txn(rctx, key, sid, holderValue{Instance: c.o.Instance, HW: hw}, consul.KVUnlock); err != nil {
 		log.WithError(err).Warn("releasing the generator index failed; it frees itself when the session expires")
 	} else {
 		log.WithField("hw_slot", hw).Info("released the generator index")
 	}
+	sess.Close(rctx)
 	return true, nil
 }
 

@@ -36,76 +36,81 @@ func App() *cli.App {
 }
 
 // Run runs integeraverage-cal until ctx ends: it campaigns for the leader
-// lock and, while it holds it, consumes and writes windows.
+// lock and, while it holds it, consumes and writes windows. It stops in
+// svc's stages: the term ends (held messages handed back, the lock
+// released), then the dead-letter publisher, then HTTP and Consul.
 func Run(ctx context.Context, o Options, log *logrus.Entry) error {
-	rt, err := svc.Start(Name, o.Common, log)
-	if err != nil {
-		return err
-	}
-	m := newMetrics(rt.Metrics)
-	runCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-
-	lookupds := discovery.New(runCtx, rt.Consul, o.LookupdService, log)
-	apis := discovery.New(runCtx, rt.Consul, o.APIService, log)
-	nsqds := discovery.New(runCtx, rt.Consul, o.NSQDService, log)
-	writer := windowapi.NewClient(apis, o.WriteToken, 5*time.Second)
-	dead := &deadLetter{pub: nsqpub.New(rt.Consul.Agent(), nsqds, o.DeadLetterTopic, 5*time.Second, log)}
-
-	var state sync.Map // "leader": bool, "fence": uint64
-	rt.SetHealth(func() (bool, map[string]any) {
-		isLeader, _ := state.Load("leader")
-		fence, _ := state.Load("fence")
-		return true, map[string]any{"leader": isLeader == true, "fence": fence}
+	return svc.Run(ctx, Name, o.Common, log, func(ctx context.Context, rt *svc.Runtime) (svc.Service, error) {
+		e := &elector{o: o, rt: rt, m: newMetrics(rt.Metrics), log: log,
+			lookupds: discovery.Follow(ctx, rt.Consul, discovery.NSQLookupd(o.LookupdService), log),
+			writer:   windowapi.NewClient(discovery.New(ctx, rt.Consul, o.APIService, log), o.WriteToken, 5*time.Second),
+			dead: &deadLetter{pub: nsqpub.New(rt.Consul.Agent(), discovery.Follow(ctx, rt.Consul, discovery.NSQD(o.NSQDService), log),
+				o.DeadLetterTopic, 5*time.Second, log)},
+		}
+		log.WithFields(logrus.Fields{"window": o.Window, "topic": o.Topic, "channel": o.Channel}).Info("integeraverage-cal started; campaigning for the leader lock")
+		return svc.Service{
+			Health: e.health,
+			Work:   e.run,
+			Stop:   []svc.Stage{{Name: "dead-letter publisher", Do: func(context.Context) error { e.dead.pub.Stop(); return nil }}},
+		}, nil
 	})
-	rt.Serve(nil)
-	log.WithFields(logrus.Fields{"window": o.Window, "topic": o.Topic, "channel": o.Channel}).Info("integeraverage-cal started; campaigning for the leader lock")
+}
 
+// elector runs terms of leadership one after the other.
+type elector struct {
+	o        Options
+	rt       *svc.Runtime
+	m        *metrics
+	log      *logrus.Entry
+	lookupds *discovery.Watch
+	writer   Writer
+	dead     *deadLetter
+
+	state sync.Map // "leader": bool, "fence": uint64
+}
+
+func (e *elector) health() (bool, map[string]any) {
+	isLeader, _ := e.state.Load("leader")
+	fence, _ := e.state.Load("fence")
+	return true, map[string]any{"leader": isLeader == true, "fence": fence}
+}
+
+// run campaigns and leads until ctx ends; it returns only a fatal error.
+func (e *elector) run(ctx context.Context) error {
+	o := e.o
 	cfg := Config{
 		Window: o.Window, Grace: o.Grace, MaxLateness: o.MaxLateness, MaxFuture: o.MaxFuture,
 		Limits: wire.Limits{Min: o.Min, Max: o.Max}, TouchEvery: o.MsgTimeout / 3, FlushEvery: 25 * time.Millisecond,
 		WriteTimeout: min(5*time.Second, o.MsgTimeout/3),
 	}
-	var runErr error
-	httpErr := make(chan error, 1)
-	go func() {
-		select {
-		case err := <-rt.Failed():
-			httpErr <- fmt.Errorf("http server: %w", err)
-			cancel()
-		case <-runCtx.Done():
-		}
-	}()
 	collisions := make(collisionTable, collisionTableSize) // one for every term: what passed by stays known
 	var pause backoff
-	for runCtx.Err() == nil {
-		term, err := leader.Campaign(runCtx, rt.Consul, leader.Options{
-			Key: o.LeaderKey, Value: []byte(rt.Service.ID), CheckID: rt.Service.CheckID(),
+	for ctx.Err() == nil {
+		term, err := leader.Campaign(ctx, e.rt.Consul, leader.Options{
+			Key: o.LeaderKey, Value: []byte(e.rt.Service.ID), CheckID: e.rt.Service.CheckID(),
 			SessionTTL: o.SessionTTL, LockDelay: time.Second,
-		}, log)
+		}, e.log)
 		if err != nil {
-			break // ctx ended
+			return nil // ctx ended
 		}
-		state.Store("leader", true)
-		state.Store("fence", term.Fence)
-		m.leader.Set(1)
-		tlog := log.WithField("fence", term.Fence)
+		e.state.Store("leader", true)
+		e.state.Store("fence", term.Fence)
+		e.m.leader.Set(1)
+		tlog := e.log.WithField("fence", term.Fence)
 		tlog.Info("active: holding the leader lock")
-		agg := newAggregator(cfg, term.Fence, writer, dead, m, tlog)
+		agg := newAggregator(cfg, term.Fence, e.writer, e.dead, e.m, tlog)
 		agg.collisions = collisions
 		began := time.Now()
-		err = lead(runCtx, term, o, lookupds, agg, tlog)
-		m.leader.Set(0)
-		state.Store("leader", false)
+		err = lead(ctx, term, o, e.lookupds, agg, tlog)
+		e.m.leader.Set(0)
+		e.state.Store("leader", false)
 		if rerr := term.Resign(); rerr != nil {
 			tlog.WithError(rerr).Warn("resigning the leader lock")
 		}
 		var fatal *fatalError
 		switch {
 		case errors.As(err, &fatal):
-			tlog.WithError(err).Error("stopping: this averager cannot consume")
-			runErr = err
-			cancel()
+			return fmt.Errorf("this averager cannot consume: %w", err)
 		case err != nil:
 			if time.Since(began) > time.Minute {
 				pause.reset()
@@ -113,7 +118,7 @@ func Run(ctx context.Context, o Options, log *logrus.Entry) error {
 			d := pause.next()
 			tlog.WithError(err).WithField("retry_in", d.Round(time.Millisecond)).Warn("leadership term ended")
 			select {
-			case <-runCtx.Done():
+			case <-ctx.Done():
 			case <-time.After(d):
 			}
 		default:
@@ -121,21 +126,7 @@ func Run(ctx context.Context, o Options, log *logrus.Entry) error {
 			tlog.Info("leadership term ended")
 		}
 	}
-	cancel()
-	select {
-	case err := <-httpErr:
-		runErr = err
-	default:
-	}
-	pub := dead.pub
-	pub.Stop()
-	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer scancel()
-	if err := rt.Close(sctx); err != nil && runErr == nil {
-		runErr = err
-	}
-	log.Info("stopped")
-	return runErr
+	return nil
 }
 
 // fatalError is a failure that another term would only repeat: the

@@ -25,6 +25,7 @@ type Options struct {
 	Interval           time.Duration
 	Min, Max           uint32
 	Topic              string
+	Channel            string
 	NSQDService        string
 	MaxGenerators      int
 	PerSlot            int
@@ -42,7 +43,7 @@ type Options struct {
 // NewOptions returns the defaults.
 func NewOptions() Options {
 	return Options{
-		Interval: 100 * time.Millisecond, Min: 1, Max: 10000, Topic: "integers", NSQDService: "nsqd",
+		Interval: 100 * time.Millisecond, Min: 1, Max: 10000, Topic: "integers", Channel: "averager", NSQDService: "nsqd",
 		MaxGenerators: 64, PerSlot: 1, CoordinationPrefix: "loopstock/integer-gen", OnCoordinationLoss: OnLossPause,
 		LeaseAhead: 2 * time.Second, BatchMax: 256, QueueSize: 4096, MaxPublishAge: 30 * time.Second,
 		PublishTimeout: 5 * time.Second,
@@ -58,6 +59,8 @@ func Flags() []cli.Flag {
 		&cli.Int64Flag{Name: "min", Value: int64(d.Min), EnvVars: env("min"), Usage: "smallest integer drawn (inclusive)"},
 		&cli.Int64Flag{Name: "max", Value: int64(d.Max), EnvVars: env("max"), Usage: "largest integer drawn (inclusive)"},
 		&cli.StringFlag{Name: "topic", Value: d.Topic, EnvVars: env("topic"), Usage: "NSQ topic to publish to"},
+		&cli.StringFlag{Name: "channel", Value: d.Channel, EnvVars: env("channel"),
+			Usage: "the averager's NSQ channel, created with the topic so that it gets every integer even when another channel existed first (empty: none)"},
 		&cli.StringFlag{Name: "nsqd-service", Value: d.NSQDService, EnvVars: env("nsqd-service"), Usage: "Consul service name of nsqd (the one on this node is preferred)"},
 		&cli.IntFlag{Name: "max-generators", Value: d.MaxGenerators, EnvVars: env("max-generators"), Usage: "most generators of one group running at once"},
 		&cli.IntFlag{Name: "per-slot", Value: d.PerSlot, EnvVars: env("per-slot"),
@@ -94,6 +97,9 @@ func ReadOptions(c *cli.Context) (Options, error) {
 	mn, mx := int64(o.Min), int64(o.Max)
 	if o.Topic = c.String("topic"); !nsqpub.ValidName(o.Topic) {
 		return bad("topic", "%q: 1-64 characters of [.a-zA-Z0-9_-]", o.Topic)
+	}
+	if o.Channel = c.String("channel"); o.Channel != "" && !nsqpub.ValidName(o.Channel) {
+		return bad("channel", "%q: 1-64 characters of [.a-zA-Z0-9_-], or empty", o.Channel)
 	}
 	if o.NSQDService = c.String("nsqd-service"); o.NSQDService == "" {
 		return bad("nsqd-service", "empty")

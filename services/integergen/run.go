@@ -4,9 +4,9 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
-	"fmt"
 	"time"
 
+	consul "github.com/hashicorp/consul/api"
 	"github.com/sirupsen/logrus"
 	"github.com/urfave/cli/v2"
 
@@ -29,36 +29,43 @@ func App() *cli.App {
 	})
 }
 
-// Run runs integer-gen until ctx ends, then stops in order: no new slots,
-// the coordination lease released, the queue drained to nsqd, deregistered.
+// Run runs integer-gen until ctx ends, then stops in svc's stages: no new
+// slots, the coordination lease released and the queue drained to nsqd
+// (the work), the publisher closed, then HTTP and Consul.
 func Run(ctx context.Context, o Options, log *logrus.Entry) error {
-	rt, err := svc.Start(Name, o.Common, log)
-	if err != nil {
-		return err
-	}
-	m := newMetrics(rt.Metrics)
-	rt.Service.Meta = map[string]string{"instance": o.Instance.String()}
-
-	coord := slotlease.New(rt.Consul, slotlease.Options{
-		Prefix: o.CoordinationPrefix, Instance: o.Instance.String(), CheckID: rt.Service.CheckID(),
-		Interval: o.Interval, Min: o.Min, Max: o.Max, MaxGenerators: o.MaxGenerators, PerSlot: o.PerSlot, LeaseAhead: o.LeaseAhead,
-	}, log)
-	registerCoordinationMetrics(rt.Metrics, coord)
-
-	runCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	nsqd := discovery.New(runCtx, rt.Consul, o.NSQDService, log)
-	pub := nsqpub.New(rt.Consul.Agent(), nsqd, o.Topic, o.PublishTimeout, log)
-	g := newGenerator(o, coord, pub, m, log)
-	rt.SetHealth(func() (bool, map[string]any) {
-		index, hw := coord.State()
-		return true, map[string]any{"index": index, "lease_hw_slot": hw, "nsqd": pub.Addr(), "queued": len(g.queue)}
+	return svc.Run(ctx, Name, o.Common, log, func(ctx context.Context, rt *svc.Runtime) (svc.Service, error) {
+		m := newMetrics(rt.Metrics)
+		rt.Service.Meta = map[string]string{"instance": o.Instance.String()}
+		coord := slotlease.New(rt.Consul, slotlease.Options{
+			Prefix: o.CoordinationPrefix, Instance: o.Instance.String(), CheckID: rt.Service.CheckID(),
+			Interval: o.Interval, Min: o.Min, Max: o.Max, MaxGenerators: o.MaxGenerators, PerSlot: o.PerSlot, LeaseAhead: o.LeaseAhead,
+		}, log)
+		registerCoordinationMetrics(rt.Metrics, coord)
+		nsqds := discovery.Follow(ctx, rt.Consul, discovery.NSQD(o.NSQDService), log)
+		pub := nsqpub.New(rt.Consul.Agent(), nsqds, o.Topic, o.PublishTimeout, log)
+		g := newGenerator(o, coord, newTopicPublisher(pub, nsqds, nodeName(rt.Consul), o.Topic, o.Channel), m, log)
+		return svc.Service{
+			Health: func() (bool, map[string]any) {
+				index, hw := coord.State()
+				return true, map[string]any{"index": index, "lease_hw_slot": hw, "nsqd": pub.Addr(), "queued": len(g.queue)}
+			},
+			Work: func(ctx context.Context) error {
+				log.WithFields(logrus.Fields{"interval": o.Interval, "min": o.Min, "max": o.Max, "topic": o.Topic}).Info("integer-gen started")
+				return generate(ctx, coord, g)
+			},
+			Stop: []svc.Stage{{Name: "publisher", Do: func(context.Context) error { pub.Stop(); return nil }}},
+		}, nil
 	})
-	rt.Serve(nil)
+}
 
+// generate draws and publishes until ctx ends, then releases the lease and
+// drains the queue. It returns early only when this generator's flags
+// disagree with its group's.
+func generate(ctx context.Context, coord *slotlease.Coordinator, g *Generator) error {
+	tickCtx, stopTicks := context.WithCancel(ctx)
+	defer stopTicks()
 	coordDone := make(chan struct{})
 	var coordErr error
-	tickCtx, stopTicks := context.WithCancel(runCtx)
 	go func() {
 		coordErr = coord.Run(tickCtx)
 		close(coordDone)
@@ -69,7 +76,6 @@ func Run(ctx context.Context, o Options, log *logrus.Entry) error {
 		close(published)
 	}()
 	go g.Tick(tickCtx)
-	log.WithFields(logrus.Fields{"interval": o.Interval, "min": o.Min, "max": o.Max, "topic": o.Topic}).Info("integer-gen started")
 
 	var runErr error
 	select {
@@ -79,19 +85,20 @@ func Run(ctx context.Context, o Options, log *logrus.Entry) error {
 		if errors.As(coordErr, &mm) {
 			runErr = coordErr // flags that disagree with the group's: exit
 		}
-	case err := <-rt.Failed():
-		runErr = fmt.Errorf("http server: %w", err)
 	}
-	log.Info("stopping")
 	stopTicks()
 	<-coordDone
 	<-published
-	pub.Stop()
-	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer scancel()
-	if err := rt.Close(sctx); err != nil && runErr == nil {
-		runErr = err
-	}
-	log.Info("stopped")
 	return runErr
+}
+
+// nodeName is the local Consul agent's node name, asked once it answers.
+func nodeName(client *consul.Client) func() string {
+	var node string
+	return func() string {
+		if node == "" {
+			node, _ = client.Agent().NodeName()
+		}
+		return node
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -73,11 +74,14 @@ func TestFaults(t *testing.T) {
 		plan = append(plan, kinds...)
 	}
 	f.rng.Shuffle(len(plan), func(i, j int) { plan[i], plan[j] = plan[j], plan[i] })
-	backlogAt := f.rng.IntN(len(plan))
+	backlogAt, hungStoreAt := f.rng.IntN(len(plan)), f.rng.IntN(len(plan))
 	for i, kind := range plan {
 		time.Sleep(time.Duration(2000+f.rng.IntN(4000)) * time.Millisecond)
 		if i == backlogAt {
 			f.backlog(backlog)
+		}
+		if i == hungStoreAt {
+			f.hungStore()
 		}
 		f.kill(kind)
 	}
@@ -240,6 +244,27 @@ func (f *faultRun) backlog(d time.Duration) {
 	f.logf("backlog: averagers back")
 }
 
+// hungStore freezes Redis (SIGSTOP) for longer than the averager's message
+// timeout, so that several windows fall due while every write hangs, then
+// SIGKILLs the active averager: whatever it held must come back from nsqd.
+func (f *faultRun) hungStore() {
+	const frozen = 20 * time.Second // --msg-timeout is 15s
+	f.logf("hung store: SIGSTOP redis for %s", frozen)
+	f.s.Redis.Signal(syscall.SIGSTOP)
+	time.Sleep(frozen)
+	if l := f.leader(); l != nil {
+		f.logf("hung store: SIGKILL the active averager %s", l.Name)
+		killed := time.Now()
+		l.Kill()
+		f.kills["integeraverage-cal"]++
+		f.waitLeaderSince(killed, 20*time.Second, l)
+		l.Start()
+	}
+	f.s.Redis.Signal(syscall.SIGCONT)
+	f.s.Redis.WaitReady(f.t)
+	f.logf("hung store: redis resumed")
+}
+
 // gracefulHandover stops the active averager with SIGTERM: another must be
 // active within 2s.
 func (f *faultRun) gracefulHandover() {
@@ -318,14 +343,33 @@ func (f *faultRun) duplicate(tee chan []byte, rng *rand.Rand) (stop func()) {
 	return func() { close(done); <-finished }
 }
 
+// served reads every window the API serves, page by page, newest first.
 func (f *faultRun) served() []windowapi.Window {
-	var ws []windowapi.Window
 	for _, api := range f.s.APIs {
-		if okJSON("http://"+api.Flag("--http-addr")+"/v1/integers?limit=100", &ws) {
+		if ws, ok := allWindows("http://" + api.Flag("--http-addr")); ok {
 			return ws
 		}
 	}
 	return nil
+}
+
+// allWindows pages back through base's history with ?before=, 100 at a time.
+func allWindows(base string) ([]windowapi.Window, bool) {
+	const limit = 100
+	var all, page []windowapi.Window
+	url := base + "/v1/integers?limit=" + strconv.Itoa(limit)
+	for {
+		page = page[:0]
+		if !okJSON(url, &page) {
+			return nil, false
+		}
+		all = append(all, page...)
+		if len(page) < limit {
+			return all, true
+		}
+		oldest := page[len(page)-1].Start.UTC().Format(time.RFC3339Nano)
+		url = base + "/v1/integers?limit=" + strconv.Itoa(limit) + "&before=" + oldest
+	}
 }
 
 type summary struct {

@@ -1,0 +1,78 @@
+package integergen
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/loopstock/loopstock/internal/discovery"
+)
+
+// topicPublisher makes sure, before publishing to an nsqd, that the topic
+// exists there with the averager's channel. nsqd copies a message only to
+// the channels its topic has when the message arrives: with another
+// channel first (an nsqadmin tail, an audit), every integer published
+// before the averager first subscribed would never reach it.
+type topicPublisher struct {
+	Publisher
+	nsqds          *discovery.Watch
+	node           func() string
+	topic, channel string
+	client         *http.Client
+
+	ready   map[string]bool // nsqd (TCP address) → topic and channel created
+	changed <-chan struct{} // the watch's change signal when ready was filled
+}
+
+func newTopicPublisher(p Publisher, nsqds *discovery.Watch, node func() string, topic, channel string) Publisher {
+	if channel == "" {
+		return p
+	}
+	return &topicPublisher{Publisher: p, nsqds: nsqds, node: node, topic: topic, channel: channel,
+		client: &http.Client{Timeout: 2 * time.Second}, ready: map[string]bool{}}
+}
+
+func (p *topicPublisher) Publish(body []byte) error {
+	list, changed, _ := p.nsqds.Current()
+	if changed != p.changed {
+		// Consul saw the instances change: an nsqd may be back with an empty data directory.
+		clear(p.ready)
+		p.changed = changed
+	}
+	if inst, ok := discovery.Pick(list, p.node()); ok && !p.ready[inst.Addr()] {
+		if err := p.create(inst); err != nil {
+			return err
+		}
+		p.ready[inst.Addr()] = true
+	}
+	return p.Publisher.Publish(body)
+}
+
+// create creates the topic and the channel through nsqd's HTTP API (both
+// calls do nothing when they exist).
+func (p *topicPublisher) create(inst discovery.Instance) error {
+	port := inst.Meta["http_port"]
+	if port == "" {
+		return errors.New("nsqd " + inst.Addr() + " is registered without meta.http_port: cannot create the averager's channel")
+	}
+	host := inst.Address
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	base := "http://" + net.JoinHostPort(host, port)
+	q := url.Values{"topic": {p.topic}, "channel": {p.channel}}.Encode()
+	for _, path := range []string{"/topic/create?", "/channel/create?"} {
+		resp, err := p.client.Post(base+path+q, "", nil)
+		if err != nil {
+			return fmt.Errorf("creating %s on nsqd %s: %w", path[1:len(path)-1], base, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("creating %s on nsqd %s: %s", path[1:len(path)-1], base, resp.Status)
+		}
+	}
+	return nil
+}
