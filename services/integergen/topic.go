@@ -64,14 +64,14 @@ func (p *topicPublisher) create(inst discovery.Instance) error {
 	}
 	base := "http://" + net.JoinHostPort(host, port)
 	q := url.Values{"topic": {p.topic}, "channel": {p.channel}}.Encode()
-	for _, path := range []string{"/topic/create?", "/channel/create?"} {
-		resp, err := p.client.Post(base+path+q, "", nil)
+	for _, step := range []struct{ what, path string }{{"the topic " + p.topic, "/topic/create?"}, {"the channel " + p.channel, "/channel/create?"}} {
+		resp, err := p.client.Post(base+step.path+q, "", nil)
 		if err != nil {
-			return fmt.Errorf("creating %s on nsqd %s: %w", path[1:len(path)-1], base, err)
+			return fmt.Errorf("creating %s on nsqd %s: %w", step.what, base, err)
 		}
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("creating %s on nsqd %s: %s", path[1:len(path)-1], base, resp.Status)
+			return fmt.Errorf("creating %s on nsqd %s: %s", step.what, base, resp.Status)
 		}
 	}
 	return nil
