@@ -24,8 +24,10 @@ import (
 // and the clock advances only when the model says so, including during a
 // slow write. The two properties:
 //
-//   - a message is FINished only once all its integers are stored;
-//   - every integer published is stored exactly once.
+//   - a message is FINished only once all its integers are stored (or
+//     dead-lettered: a piece stamped far in the future);
+//   - every integer published is stored exactly once, or dead-lettered and
+//     never stored.
 
 const simTimeout = 15 * time.Second
 
@@ -40,7 +42,10 @@ type simNSQ struct {
 	queue    []uint64
 	inflight map[uint64]time.Time // id → deadline
 	store    *simStore
+	dead     *simDead
 	errs     []string
+	// what the run exercised
+	timeouts, requeues int
 }
 
 type simMsg struct {
@@ -59,6 +64,7 @@ func (m *simMsg) Requeue(time.Duration) {
 	if _, ok := m.n.inflight[m.id]; ok {
 		delete(m.n.inflight, m.id)
 		m.n.queue = append(m.n.queue, m.id)
+		m.n.requeues++
 	}
 }
 func (m *simMsg) Finish() {
@@ -68,7 +74,7 @@ func (m *simMsg) Finish() {
 	var b wire.Batch
 	if err := wire.Decode(m.body, wire.Limits{Min: 1, Max: 10000}, &b); err == nil {
 		for i := range b.Items {
-			if m.n.store.stored[seqKey{b.Instance, b.Seq(i)}] == 0 {
+			if k := (seqKey{b.Instance, b.Seq(i)}); m.n.store.stored[k] == 0 && !m.n.dead.rejected[k] {
 				m.n.errs = append(m.n.errs, fmt.Sprintf("t=%s: message %d (seqs %d..%d) FINished before its integer seq %d was stored",
 					m.n.now.Sub(time.UnixMilli(t0)), m.id, b.FirstSeq, b.Seq(len(b.Items)-1), b.Seq(i)))
 				break
@@ -92,6 +98,7 @@ func (n *simNSQ) advance(d time.Duration) {
 		delete(n.inflight, id)
 		n.queue = append(n.queue, id)
 	}
+	n.timeouts += len(expired)
 }
 
 func (n *simNSQ) deliver(rng *rand.Rand) *simMsg {
@@ -141,21 +148,42 @@ func (s *simStore) Put(_ context.Context, _ time.Time, w windowapi.Write) (windo
 	return res, nil
 }
 
-type noDead struct{}
+// simDead is the dead-letter topic, unreachable while down.
+type simDead struct {
+	down     bool
+	rejected map[seqKey]bool
+}
 
-func (noDead) Reject(string, string, []byte) error { return nil }
+func (d *simDead) Reject(_, _ string, body []byte) error {
+	if d.down {
+		return errors.New("dead-letter topic unreachable")
+	}
+	var b wire.Batch
+	if err := wire.Decode(body, wire.Limits{Min: 1, Max: 10000}, &b); err != nil {
+		return err
+	}
+	for i := range b.Items {
+		d.rejected[seqKey{b.Instance, b.Seq(i)}] = true
+	}
+	return nil
+}
 
-func runLifecycleModel(t *testing.T, seed uint64, steps int) {
+// modelRun is what one run exercised.
+type modelRun struct{ timeouts, requeues, deadLettered int }
+
+func runLifecycleModel(t *testing.T, seed uint64, steps int) modelRun {
 	rng := rand.New(rand.NewPCG(seed, 0))
 	n := &simNSQ{now: time.UnixMilli(t0), bodies: map[uint64][]byte{}, inflight: map[uint64]time.Time{}}
 	store := &simStore{n: n, stored: map[seqKey]int{}, pieces: map[string]bool{}}
 	n.store = store
+	dead := &simDead{rejected: map[seqKey]bool{}}
+	n.dead = dead
 	cfg := Config{Window: 5 * time.Second, Grace: 500 * time.Millisecond, MaxLateness: 1000 * time.Hour, MaxFuture: time.Hour,
 		Limits: wire.Limits{Min: 1, Max: 10000}, TouchEvery: simTimeout / 3, FlushEvery: 25 * time.Millisecond}
 	m := newMetrics(prometheus.NewRegistry())
 	collisions := make(collisionTable, collisionTableSize)
 	fresh := func() *Aggregator {
-		a := newAggregator(cfg, 1, store, noDead{}, m, logging.Discard())
+		a := newAggregator(cfg, 1, store, dead, m, logging.Discard())
 		a.now = func() time.Time { return n.now }
 		a.collisions = collisions
 		return a
@@ -188,6 +216,11 @@ func runLifecycleModel(t *testing.T, seed uint64, steps int) {
 				published[seqKey{inst, b.FirstSeq + uint64(len(b.Items)-1)}] = true
 				ev += int64(rng.IntN(3000))
 			}
+			if rng.IntN(10) == 0 {
+				// A last integer stamped far ahead: a piece of its own, dead-lettered.
+				b.Items = append(b.Items, wire.Item{EventMs: n.now.UnixMilli() + int64(1000*time.Hour/time.Millisecond), Value: 1})
+				published[seqKey{inst, b.FirstSeq + uint64(len(b.Items)-1)}] = true
+			}
 			nextSeq[inst] += uint64(len(b.Items))
 			body, err := wire.Encode(&b)
 			if err != nil {
@@ -211,7 +244,8 @@ func runLifecycleModel(t *testing.T, seed uint64, steps int) {
 		case r < 93:
 			store.fail = rng.IntN(2) == 0
 			store.slow = rng.IntN(3) == 0
-			trace = append(trace, fmt.Sprintf("store fail=%v slow=%v", store.fail, store.slow))
+			dead.down = rng.IntN(4) == 0
+			trace = append(trace, fmt.Sprintf("store fail=%v slow=%v dead-letters down=%v", store.fail, store.slow, dead.down))
 		case r < 97:
 			agg = fresh() // SIGKILL: what it held stays in flight until it times out
 			trace = append(trace, "crash")
@@ -222,7 +256,7 @@ func runLifecycleModel(t *testing.T, seed uint64, steps int) {
 		}
 	}
 	// Drain: a healthy store, everything delivered and flushed.
-	store.fail, store.slow = false, false
+	store.fail, store.slow, dead.down = false, false, false
 	for i := 0; len(n.errs) == 0 && (len(n.queue) > 0 || len(n.inflight) > 0); i++ {
 		if i > 20000 {
 			t.Fatalf("seed %d: not drained: %d queued, %d in flight", seed, len(n.queue), len(n.inflight))
@@ -239,7 +273,10 @@ func runLifecycleModel(t *testing.T, seed uint64, steps int) {
 		t.Fatalf("seed %d: %s\nlast steps: %v", seed, n.errs[0], trace[max(0, len(trace)-30):])
 	}
 	for k := range published {
-		if c := store.stored[k]; c != 1 {
+		switch c := store.stored[k]; {
+		case dead.rejected[k] && c != 0:
+			t.Fatalf("seed %d: integer %x/%d dead-lettered and stored %d times", seed, k.inst[:1], k.seq, c)
+		case !dead.rejected[k] && c != 1:
 			t.Fatalf("seed %d: integer %x/%d stored %d times, want once", seed, k.inst[:1], k.seq, c)
 		}
 	}
@@ -248,6 +285,7 @@ func runLifecycleModel(t *testing.T, seed uint64, steps int) {
 			t.Fatalf("seed %d: stored an integer never published: %v", seed, k)
 		}
 	}
+	return modelRun{timeouts: n.timeouts, requeues: n.requeues, deadLettered: len(dead.rejected)}
 }
 
 func TestHeldMessageLifecycleModel(t *testing.T) {
@@ -255,9 +293,19 @@ func TestHeldMessageLifecycleModel(t *testing.T) {
 	if testing.Short() {
 		seeds = 40
 	}
+	var total modelRun
 	for seed := range uint64(seeds) {
-		runLifecycleModel(t, seed, 1500)
+		r := runLifecycleModel(t, seed, 1500)
+		total.timeouts += r.timeouts
+		total.requeues += r.requeues
+		total.deadLettered += r.deadLettered
 	}
+	// The interleavings that matter did happen: copies after a crash's
+	// timeouts, hand-backs, dead letters.
+	if total.timeouts == 0 || total.requeues == 0 || total.deadLettered == 0 {
+		t.Fatalf("the model exercised too little: %+v", total)
+	}
+	t.Logf("%d runs: %+v", seeds, total)
 }
 
 // The case found in review: a hung store and several windows due make one
@@ -269,7 +317,8 @@ func TestRedeliveredCopyWaitsForTheOriginalsWrite(t *testing.T) {
 	n.store = store
 	cfg := Config{Window: 5 * time.Second, Grace: 500 * time.Millisecond, MaxLateness: 1000 * time.Hour, MaxFuture: time.Hour,
 		Limits: wire.Limits{Min: 1, Max: 10000}, TouchEvery: simTimeout / 3, FlushEvery: 25 * time.Millisecond}
-	agg := newAggregator(cfg, 1, store, noDead{}, newMetrics(prometheus.NewRegistry()), logging.Discard())
+	n.dead = &simDead{rejected: map[seqKey]bool{}}
+	agg := newAggregator(cfg, 1, store, n.dead, newMetrics(prometheus.NewRegistry()), logging.Discard())
 	agg.now = func() time.Time { return n.now }
 	rng := rand.New(rand.NewPCG(1, 1))
 	// One message in each of eight windows, all due.
