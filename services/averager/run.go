@@ -192,8 +192,8 @@ func lead(ctx context.Context, term *leader.Term, o Options, lookupds *discovery
 	consumer.Stop()
 	select {
 	case <-consumer.StopChan:
-	case <-time.After(10 * time.Second):
-		log.Warn("nsq consumer did not stop within 10s")
+	case <-time.After(5 * time.Second): // leaves the resignation its time within svc's WorkTimeout
+		log.Warn("nsq consumer did not stop within 5s")
 	}
 	return err
 }

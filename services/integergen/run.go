@@ -92,12 +92,18 @@ func generate(ctx context.Context, coord *slotlease.Coordinator, g *Generator) e
 	return runErr
 }
 
-// nodeName is the local Consul agent's node name, asked once it answers.
+// nodeName is the local Consul agent's node name, asked (with a deadline)
+// until it answers once.
 func nodeName(client *consul.Client) func() string {
 	var node string
 	return func() string {
 		if node == "" {
-			node, _ = client.Agent().NodeName()
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			var self struct{ Config struct{ NodeName string } }
+			if _, err := client.Raw().Query("/v1/agent/self", &self, (&consul.QueryOptions{}).WithContext(ctx)); err == nil {
+				node = self.Config.NodeName
+			}
 		}
 		return node
 	}

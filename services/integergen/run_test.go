@@ -74,3 +74,13 @@ func TestTheAveragersChannelGetsEverythingWhenAnotherChannelCameFirst(t *testing
 		t.Fatalf("the averager's channel holds %d of the %d messages published", queued, published)
 	}
 }
+
+func TestNodeNameIsTheAgents(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs consul")
+	}
+	c := testenv.StartConsul(t)
+	if got := nodeName(c.Client)(); got != "testnode" {
+		t.Fatalf("node name %q, want the agent's, testnode", got)
+	}
+}
