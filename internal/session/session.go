@@ -66,6 +66,7 @@ func Create(ctx context.Context, client *consul.Client, o Options, log *logrus.E
 	if o.CheckID != "" {
 		checks = append(checks, o.CheckID)
 	}
+	began := time.Now() // the TTL runs from about here
 	cctx, cancel := context.WithTimeout(ctx, CallTimeout)
 	id, _, err := client.Session().Create(&consul.SessionEntry{
 		Name: o.Name, TTL: o.TTL.String(), LockDelay: o.LockDelay, Checks: checks, Behavior: consul.SessionBehaviorRelease,
@@ -76,7 +77,7 @@ func Create(ctx context.Context, client *consul.Client, o Options, log *logrus.E
 	}
 	rctx, stop := context.WithCancel(context.Background())
 	s := &Session{ID: id, client: client, o: o, log: log.WithField("session", id), done: make(chan struct{}), stop: stop, closed: make(chan struct{})}
-	go s.renew(rctx)
+	go s.renew(rctx, began)
 	if o.CheckID != "" {
 		if err := s.destroyStale(ctx); err != nil {
 			s.Close(ctx)
@@ -109,9 +110,8 @@ func (s *Session) end(err error) {
 // the session, or when no renewal succeeded for a TTL: from then on Consul
 // may have ended it, and a holder that kept acting could overlap its
 // successor.
-func (s *Session) renew(ctx context.Context) {
+func (s *Session) renew(ctx context.Context, last time.Time) {
 	defer close(s.closed)
-	last := time.Now()
 	wait := s.o.TTL / 3
 	for {
 		select {
