@@ -29,8 +29,9 @@ type Store interface {
 	Ping(ctx context.Context) error
 }
 
-// ErrStaleFence is a write from a leader older than one already seen.
-var ErrStaleFence = errors.New("stale fence")
+// ErrStaleFence is a write from a leader older than one already seen: the
+// one error both sides of the write API share.
+var ErrStaleFence = windowapi.ErrStaleFence
 
 // ErrUnavailable wraps every failure to reach Redis.
 var ErrUnavailable = errors.New("redis unavailable")
