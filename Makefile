@@ -139,6 +139,38 @@ $(BIN)/tofu/tofu: $(wildcard $(TOFU_ARCHIVE))
 	tar -C $(BIN)/tofu -xJf $(TOFU_ARCHIVE)
 	@touch $@
 
+# Nomad is not served by the Go module proxy: a Nomad binary comes from
+# NOMAD_BIN, from $(SHARED_TOOLS) (the archive CI provides), or from PATH.
+NOMAD_ARCHIVE := $(SHARED_TOOLS)/nomad-1.6.5-linux-amd64.xz
+
+$(BIN)/nomad: $(wildcard $(NOMAD_ARCHIVE))
+	@mkdir -p $(BIN)
+	xz -dc $(NOMAD_ARCHIVE) > $@.tmp && chmod +x $@.tmp && mv $@.tmp $@
+
+# The real Ignition engine, for the cluster test (cgo, with libblkid).
+$(BIN)/ignition: tools/ignition/go.mod tools/ignition/go.sum
+	@mkdir -p $(BIN)
+	@scripts/ensure-apt /usr/include/blkid/blkid.h:libblkid-dev gcc:gcc
+	@echo "building ignition v2.24.0 (about 2 minutes the first time)"
+	cd tools/ignition && CGO_ENABLED=1 go build -trimpath \
+		-ldflags '-X github.com/coreos/ignition/v2/internal/distro.selinuxRelabel=false' -o $(BIN)/ignition github.com/coreos/ignition/v2/internal
+
+.PHONY: test-cluster
+test-cluster: $(BIN)/consul ## boot 3 servers and 2 clients from their Ignition (systemd-nspawn, root) and check the cluster from outside
+	@mkdir -p .data; \
+	if [ "$$(id -u)" != 0 ]; then echo "test-cluster skipped: it boots containers and needs root: run 'sudo make test-cluster'"; exit 0; fi; \
+	scripts/ensure-apt systemd-nspawn:systemd-container debootstrap:debootstrap mksquashfs:squashfs-tools unshare:util-linux ip:iproute2 xz:xz-utils || exit 1; \
+	nomad=$${NOMAD_BIN:-}; \
+	if [ -z "$$nomad" ] && [ -f "$(NOMAD_ARCHIVE)" ]; then $(MAKE) -s $(BIN)/nomad && nomad=$(BIN)/nomad; fi; \
+	if [ -z "$$nomad" ]; then nomad=$$(command -v nomad || true); fi; \
+	if [ -z "$$nomad" ]; then echo "test-cluster skipped: no Nomad: set NOMAD_BIN or put nomad on PATH"; exit 0; fi; \
+	$(MAKE) -s $(BIN)/ignition && \
+	set -o pipefail && cd platform && \
+	CONSUL_BIN=$${CONSUL_BIN:-$(BIN)/consul} NOMAD_BIN=$$nomad IGNITION_BIN=$(BIN)/ignition \
+		go test -count=1 -v -timeout 20m -run '^TestCluster$$' ./clustertest 2>&1 | tee ../.data/test-cluster.log \
+		| grep -E '^(--- |PASS|FAIL|ok |hosts=|debootstrap)|cluster_test.go|checks_test.go' && \
+	grep -E '^hosts=5 failed_units=0 consul_peers=3 nomad_clients=2 acl_default_deny=ok tls=ok gossip=ok dns=ok rotation=ok reboot_cycle=ok$$' ../.data/test-cluster.log | tail -1
+
 .PHONY: test-terraform
 test-terraform: ## tofu validate of every example whose providers are at hand; tofu apply of the Ignition module must equal the Go rendering
 	@mkdir -p .data
@@ -150,7 +182,7 @@ test-terraform: ## tofu validate of every example whose providers are at hand; t
 ## --- test ----------------------------------------------------------------
 
 .PHONY: test
-test: tools lint test-vagrantfile test-terraform test-go test-collisions test-faults ## everything CI runs: lint, unit, integration, end-to-end, collision, fault and Terraform tests
+test: tools lint test-vagrantfile test-terraform test-go test-collisions test-faults test-cluster ## everything CI runs: lint, unit, integration, end-to-end, collision, fault, Terraform and cluster tests
 
 .PHONY: test-vagrantfile
 test-vagrantfile: ## ruby -c, and vagrant validate refuses unrendered configs and passes on rendered ones (installs Debian's vagrant if missing)
@@ -160,7 +192,7 @@ test-vagrantfile: ## ruby -c, and vagrant validate refuses unrendered configs an
 test-go: tools ## unit, integration and end-to-end tests (the page test in headless Chromium)
 	@scripts/ensure-apt chromium:chromium
 	LOOPSTOCK_REQUIRE_CHROMIUM=1 go test -count=1 -timeout 20m -skip '^(TestNoCollisions|TestFaults)$$' ./...
-	cd platform && go test -count=1 -timeout 10m ./...
+	cd platform && go test -count=1 -timeout 10m $$(go list ./... | grep -v /clustertest)
 
 .PHONY: test-collisions
 test-collisions: tools ## generators on real Consul and nsqd, restarted and joined, audited by slot: 0 collisions
@@ -184,7 +216,7 @@ test-unit: ## unit tests only (no servers)
 .PHONY: bench
 bench: tools ## measure the pipeline, per-integer cost, API, freshness and footprint; writes docs/benchmarks.md
 	@mkdir -p .data
-	go test -run '^$$' -bench . -benchmem ./internal/... | tee .data/go-bench.txt
+	go test -run '^$$' -bench . -benchmem ./internal/... ./services/... | tee .data/go-bench.txt
 	LOOPSTOCK_BENCH_OUT=$(CURDIR)/docs/benchmarks.md go test -count=1 -v -timeout 30m -run '^TestBench$$' ./test/bench
 
 .PHONY: lint

@@ -89,6 +89,7 @@ func GenerateSecrets(datacenter string, serverIPs []string, clients int) (*Secre
 		wants[fmt.Sprintf("nomad-server-%d", i)] = want{"server.global.nomad", []string{"server.global.nomad", "localhost"}, []string{ip, "127.0.0.1"}}
 	}
 	for i := 0; i < clients; i++ {
+		wants[fmt.Sprintf("consul-client-%d", i)] = want{"client." + datacenter + ".consul", []string{"client." + datacenter + ".consul", "localhost"}, []string{"127.0.0.1"}}
 		wants[fmt.Sprintf("nomad-client-%d", i)] = want{"client.global.nomad", []string{"client.global.nomad", "localhost"}, []string{"127.0.0.1"}}
 	}
 	serial := int64(2)
@@ -115,7 +116,7 @@ func GenerateSecrets(datacenter string, serverIPs []string, clients int) (*Secre
 	}
 	gossip := func() string { b := make([]byte, 32); rand.Read(b); return base64.StdEncoding.EncodeToString(b) }
 	s.ConsulGossipKey, s.NomadGossipKey = gossip(), gossip()
-	for _, n := range []string{"agent", "maintenance", "nomad", "loopstock"} {
+	for _, n := range ConsulTokens {
 		s.Tokens[n] = Token{Accessor: uuid(), Secret: uuid()}
 	}
 	for _, n := range []string{"consul-bootstrap", "nomad-bootstrap"} {
@@ -124,38 +125,46 @@ func GenerateSecrets(datacenter string, serverIPs []string, clients int) (*Secre
 	return s, nil
 }
 
+// ConsulTokens are the Consul ACL tokens the first server creates, each
+// with the policy of the same name (ignition/server.yaml): the agents',
+// the default (anonymous requests and DNS: read the catalog), Nomad's, the
+// maintenance scripts' and the services'.
+var ConsulTokens = []string{"agent", "default", "nomad", "maintenance", "loopstock"}
+
 // Files returns what one host receives in /etc/loopstock/secrets, as the
 // Terraform provision module copies it: role "server" (index i; the first
-// one also bootstraps the ACLs) or "client".
+// one also bootstraps the ACLs) or "client". The host turns them into its
+// agents' configs (loopstock-secrets.service).
 func (s *Secrets) Files(role string, i int) map[string]string {
+	consul, nomad := s.Certs[fmt.Sprintf("consul-%s-%d", role, i)], s.Certs[fmt.Sprintf("nomad-%s-%d", role, i)]
 	f := map[string]string{
 		"ca.pem": s.CA, "cli.pem": s.Certs["cli"].Cert, "cli-key.pem": s.Certs["cli"].Key,
-		"maintenance.token": s.Tokens["maintenance"].Secret,
-		"consul.hcl":        fmt.Sprintf("encrypt = %q\nacl {\n  tokens {\n    agent = %q\n  }\n}\n", s.ConsulGossipKey, s.Tokens["agent"].Secret),
+		"consul.pem": consul.Cert, "consul-key.pem": consul.Key, "nomad.pem": nomad.Cert, "nomad-key.pem": nomad.Key,
+		"consul-gossip.key": s.ConsulGossipKey,
 	}
-	if role == "client" {
-		c := s.Certs[fmt.Sprintf("nomad-client-%d", i)]
-		f["nomad.pem"], f["nomad-key.pem"] = c.Cert, c.Key
-		f["nomad.hcl"] = fmt.Sprintf("consul {\n  token = %q\n}\n", s.Tokens["nomad"].Secret)
-		return f
+	for _, n := range []string{"agent", "default", "nomad", "maintenance"} {
+		f["consul-"+n+".token"] = s.Tokens[n].Secret
 	}
-	cs, ns := s.Certs[fmt.Sprintf("consul-server-%d", i)], s.Certs[fmt.Sprintf("nomad-server-%d", i)]
-	f["consul.pem"], f["consul-key.pem"], f["nomad.pem"], f["nomad-key.pem"] = cs.Cert, cs.Key, ns.Cert, ns.Key
-	f["nomad.hcl"] = fmt.Sprintf("server {\n  encrypt = %q\n}\nconsul {\n  token = %q\n}\n", s.NomadGossipKey, s.Tokens["nomad"].Secret)
-	if i == 0 {
-		f["consul-bootstrap.token"], f["nomad-bootstrap.token"] = s.Tokens["consul-bootstrap"].Secret, s.Tokens["nomad-bootstrap"].Secret
-		for _, n := range []string{"agent", "maintenance", "nomad", "loopstock"} {
-			f[n+".token"], f[n+".accessor"] = s.Tokens[n].Secret, s.Tokens[n].Accessor
+	if role == "server" {
+		f["nomad-gossip.key"] = s.NomadGossipKey
+		f["consul-bootstrap.token"] = s.Tokens["consul-bootstrap"].Secret
+	}
+	if role == "server" && i == 0 {
+		f["nomad-bootstrap.token"] = s.Tokens["nomad-bootstrap"].Secret
+		f["consul-loopstock.token"] = s.Tokens["loopstock"].Secret
+		for _, n := range ConsulTokens {
+			f["consul-"+n+".accessor"] = s.Tokens[n].Accessor
 		}
 	}
 	return f
 }
 
-// InstallScript writes files on the host (root only) and signals
-// readiness; the same steps as the Terraform provision module.
+// InstallScript writes the files into /etc/loopstock/secrets (root only)
+// and then touches the ready marker, which makes the host install them:
+// the same steps as the Terraform provision module.
 func InstallScript(files map[string]string) string {
 	var b strings.Builder
-	b.WriteString("#!/bin/bash\nset -euo pipefail\numask 077\nmkdir -p /etc/loopstock/secrets /etc/consul.d /etc/nomad.d\n")
+	b.WriteString("#!/bin/bash\nset -euo pipefail\numask 077\nmkdir -p /etc/loopstock/secrets\n")
 	names := make([]string, 0, len(files))
 	for n := range files {
 		names = append(names, n)
@@ -164,11 +173,55 @@ func InstallScript(files map[string]string) string {
 	for _, n := range names {
 		fmt.Fprintf(&b, "echo '%s' | base64 -d > /etc/loopstock/secrets/%s\n", base64.StdEncoding.EncodeToString([]byte(files[n])), n)
 	}
-	b.WriteString(`install -m 0640 -g consul /etc/loopstock/secrets/consul.hcl /etc/consul.d/secrets.hcl
-install -m 0600 /etc/loopstock/secrets/nomad.hcl /etc/nomad.d/secrets.hcl
-chgrp consul /etc/loopstock/secrets /etc/loopstock/secrets/ca.pem /etc/loopstock/secrets/consul*.pem 2>/dev/null || true
-chmod 0750 /etc/loopstock/secrets && chmod 0640 /etc/loopstock/secrets/ca.pem /etc/loopstock/secrets/consul*.pem 2>/dev/null || true
-touch /etc/loopstock/secrets/ready
-`)
+	b.WriteString("touch /etc/loopstock/secrets/ready\n")
 	return b.String()
+}
+
+// Renew returns a copy of the secrets in which the named certificates are
+// issued again (new keys, same names and addresses, same CA): what a
+// certificate rotation delivers.
+func (s *Secrets) Renew(names ...string) (*Secrets, error) {
+	caBlock, _ := pem.Decode([]byte(s.CA))
+	keyBlock, _ := pem.Decode([]byte(s.CAKey))
+	if caBlock == nil || keyBlock == nil {
+		return nil, fmt.Errorf("renew: the CA certificate or key is not PEM")
+	}
+	ca, err := x509.ParseCertificate(caBlock.Bytes)
+	if err != nil {
+		return nil, err
+	}
+	caKey, err := x509.ParseECPrivateKey(keyBlock.Bytes)
+	if err != nil {
+		return nil, err
+	}
+	out := *s
+	out.Certs = map[string]Cert{}
+	for k, v := range s.Certs {
+		out.Certs[k] = v
+	}
+	now := time.Now()
+	for i, name := range names {
+		block, _ := pem.Decode([]byte(s.Certs[name].Cert))
+		if block == nil {
+			return nil, fmt.Errorf("renew: no certificate %q", name)
+		}
+		old, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, err
+		}
+		key, keyPEM, err := newKey()
+		if err != nil {
+			return nil, err
+		}
+		tpl := &x509.Certificate{
+			SerialNumber: big.NewInt(now.UnixNano() + int64(i)), Subject: old.Subject, DNSNames: old.DNSNames, IPAddresses: old.IPAddresses,
+			NotBefore: now.Add(-time.Hour), NotAfter: now.AddDate(1, 0, 0), KeyUsage: old.KeyUsage, ExtKeyUsage: old.ExtKeyUsage,
+		}
+		der, err := x509.CreateCertificate(rand.Reader, tpl, ca, &key.PublicKey, caKey)
+		if err != nil {
+			return nil, err
+		}
+		out.Certs[name] = Cert{Cert: pemOf("CERTIFICATE", der), Key: keyPEM}
+	}
+	return &out, nil
 }

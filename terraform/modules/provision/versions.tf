@@ -3,7 +3,7 @@ terraform {
   required_providers {
     null = {
       source  = "hashicorp/null"
-      version = "~> 3.2"
+      version = "~> 3.2.4"
     }
   }
 }

@@ -20,14 +20,18 @@ resource "tls_self_signed_cert" "ca" {
 }
 
 locals {
-  # One certificate per agent: Consul and Nomad servers, Nomad clients, and
-  # one for the command line (Nomad verifies HTTPS clients).
+  # One certificate per agent, from the cluster's CA (what every client of
+  # an agent verifies): Consul and Nomad servers and clients, and one for
+  # the command line (Nomad verifies HTTPS clients).
   certs = merge(
     { for i, ip in var.server_addresses : "consul-server-${i}" => {
       cn = "server.${var.datacenter}.consul", dns = ["server.${var.datacenter}.consul", "localhost"], ips = [ip, "127.0.0.1"]
     } },
     { for i, ip in var.server_addresses : "nomad-server-${i}" => {
       cn = "server.global.nomad", dns = ["server.global.nomad", "localhost"], ips = [ip, "127.0.0.1"]
+    } },
+    { for i in range(var.client_count) : "consul-client-${i}" => {
+      cn = "client.${var.datacenter}.consul", dns = ["client.${var.datacenter}.consul", "localhost"], ips = ["127.0.0.1"]
     } },
     { for i in range(var.client_count) : "nomad-client-${i}" => {
       cn = "client.global.nomad", dns = ["client.global.nomad", "localhost"], ips = ["127.0.0.1"]
@@ -69,12 +73,14 @@ resource "random_bytes" "nomad_gossip" {
   length = 32
 }
 
-# ACL tokens, accessor and secret chosen here so the bootstrap can create
-# them with these values and Terraform can hand them out.
+# Consul ACL tokens, accessor and secret chosen here so the first server can
+# create them with these values and Terraform can hand them out (the same
+# names as platform/flatcar.ConsulTokens). Nomad's management token is
+# chosen here too; Nomad makes its other tokens itself.
 resource "random_uuid" "accessor" {
-  for_each = toset(["agent", "maintenance", "nomad", "loopstock"])
+  for_each = toset(["agent", "default", "nomad", "maintenance", "loopstock"])
 }
 
 resource "random_uuid" "secret" {
-  for_each = toset(["agent", "maintenance", "nomad", "loopstock", "consul-bootstrap", "nomad-bootstrap"])
+  for_each = toset(["agent", "default", "nomad", "maintenance", "loopstock", "consul-bootstrap", "nomad-bootstrap"])
 }

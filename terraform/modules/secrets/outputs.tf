@@ -3,7 +3,7 @@ output "ca_cert" {
 }
 
 output "certs" {
-  description = "Certificate and key per agent (consul-server-N, nomad-server-N, nomad-client-N, cli)."
+  description = "Certificate and key per agent (consul-server-N, nomad-server-N, consul-client-N, nomad-client-N, cli)."
   sensitive   = true
   value = { for k, v in tls_locally_signed_cert.agent : k => {
     cert = v.cert_pem
