@@ -36,16 +36,20 @@ func ApplyIgnition(ignitionBin string, config []byte, h *Host) (string, error) {
 }
 
 // WritePlatformNetwork gives the host what its platform's network would:
-// its name, its address on the bridge, and a second NIC with VirtualBox's NAT address
-// 10.0.2.15 (the same on every host) holding the default route, which goes
-// nowhere. An agent that advertises "the first private address" picks the
-// NAT one here, as it would on every Vagrant VM.
+// its name, its address on the bridge, and a second NIC with VirtualBox's
+// NAT address 10.0.2.15 (the same on every host) holding the default route
+// (via 10.0.2.2, as VirtualBox's NAT has it), which leads nowhere. An agent
+// that advertises "the first private address" picks the NAT one here, as it
+// would on every Vagrant VM.
 func WritePlatformNetwork(h *Host) error {
 	files := map[string]string{
-		"etc/hostname":                                                        h.Name + "\n",
-		"etc/systemd/network/10-host0.network":                                fmt.Sprintf("[Match]\nName=host0\n[Network]\nAddress=%s/%d\nLinkLocalAddressing=no\n", h.IP, h.Prefix),
-		"etc/systemd/network/10-nat0.netdev":                                  "[NetDev]\nName=nat0\nKind=dummy\n",
-		"etc/systemd/network/10-nat0.network":                                 "[Match]\nName=nat0\n[Network]\nAddress=10.0.2.15/24\nLinkLocalAddressing=no\n[Route]\nDestination=0.0.0.0/0\n",
+		"etc/hostname":                         h.Name + "\n",
+		"etc/systemd/network/10-host0.network": fmt.Sprintf("[Match]\nName=host0\n[Network]\nAddress=%s/%d\nLinkLocalAddressing=no\n", h.IP, h.Prefix),
+		// A veth pair inside the host (this kernel has no dummy driver): its
+		// far end answers nothing, so the default route leads nowhere.
+		"etc/systemd/network/10-nat0.netdev":                                  "[NetDev]\nName=nat0\nKind=veth\n[Peer]\nName=nat0-peer\n",
+		"etc/systemd/network/10-nat0.network":                                 "[Match]\nName=nat0\n[Network]\nAddress=10.0.2.15/24\nGateway=10.0.2.2\nLinkLocalAddressing=no\n",
+		"etc/systemd/network/10-nat0-peer.network":                            "[Match]\nName=nat0-peer\n[Network]\nLinkLocalAddressing=no\n",
 		"etc/systemd/system/multi-user.target.wants/systemd-networkd.service": "@/lib/systemd/system/systemd-networkd.service",
 		"etc/systemd/system/sockets.target.wants/systemd-networkd.socket":     "@/lib/systemd/system/systemd-networkd.socket",
 	}

@@ -109,6 +109,26 @@ func (c *cl) waitBooted(h *cluster.Host) {
 	})
 }
 
+// natFirst: every host has the NAT NIC, 10.0.2.15, holding the default
+// route, so that "the first private address" would be the wrong one.
+func (c *cl) natFirst() error {
+	for _, h := range c.hosts {
+		var out string
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			out, _ = c.sh(h, "ip -4 route show default; ip -4 -o addr show dev nat0")
+			if strings.Contains(out, "dev nat0") && strings.Contains(out, "10.0.2.15/24") {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("%s: no NAT NIC with the default route:\n%s", h.Name, out)
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+	}
+	return nil
+}
+
 func (c *cl) sysextMerged() error {
 	for _, h := range c.hosts {
 		out, err := c.sh(h, "systemd-sysext status --no-pager; command -v consul nomad; systemctl show -p LoadState --value consul.service nomad.service")
@@ -573,7 +593,11 @@ func (c *cl) rebootCycle() error {
 	if n := nodes[next.Name]; n.SchedulingEligibility != "ineligible" {
 		return fmt.Errorf("%s rebooted without being drained: %+v", next.Name, n)
 	}
-	c.st.logf("%s drained and rebooted; booting it again", next.Name)
+	// Down for its reboot, it still holds the slot: nobody else may go.
+	if h, err := c.holder(); err != nil || h != next.Name {
+		return fmt.Errorf("while %s reboots the slot is held by %q (%v): another node could reboot too", next.Name, h, err)
+	}
+	c.st.logf("%s drained and rebooted, still holding the slot; booting it again", next.Name)
 	for _, h := range []*cluster.Host{next, dead} {
 		if err := h.Boot(bridge); err != nil {
 			return err

@@ -159,7 +159,12 @@ func TestCluster(t *testing.T) {
 		ConsulVersion: consulImg.Version, NomadVersion: nomadImg.Version, ConsulSHA256: consulSum, NomadSHA256: nomadSum,
 		SysextBaseURL: baseURL,
 	}
+	// LOOPSTOCK_IGNITION_DIR boots another copy of the Butane sources (to
+	// show that a defect put back fails here).
 	ignDir := "../../ignition"
+	if d := os.Getenv("LOOPSTOCK_IGNITION_DIR"); d != "" {
+		ignDir = d
+	}
 	secrets, err := flatcar.GenerateSecrets(datacenter, serverIPs, len(clientIPs))
 	if err != nil {
 		t.Fatal(err)
@@ -227,7 +232,10 @@ func TestCluster(t *testing.T) {
 	for _, h := range hosts {
 		c.waitBooted(h)
 	}
-	c.check("sysext images merged", c.sysextMerged)
+	if c.check("the NAT address 10.0.2.15 on every host, holding the default route", c.natFirst)+
+		c.check("sysext images merged", c.sysextMerged) > 0 {
+		t.FailNow()
+	}
 
 	st.logf("delivering the secrets as the provisioning does")
 	for _, h := range hosts {

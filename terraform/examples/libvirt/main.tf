@@ -71,3 +71,25 @@ output "loopstock_consul_token" {
   value     = module.loopstock.loopstock_consul_token
   sensitive = true
 }
+
+output "operator_env" {
+  value = module.loopstock.operator_env
+}
+
+output "ca_cert" {
+  value = module.loopstock.ca_cert
+}
+
+output "cli_cert" {
+  value = module.loopstock.cli_cert
+}
+
+output "cli_key" {
+  value     = module.loopstock.cli_key
+  sensitive = true
+}
+
+output "consul_management_token" {
+  value     = module.loopstock.consul_management_token
+  sensitive = true
+}

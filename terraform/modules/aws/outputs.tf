@@ -39,3 +39,34 @@ output "nomad_bootstrap_token" {
   sensitive   = true
   value       = module.secrets.tokens["nomad-bootstrap"].secret
 }
+
+output "operator_env" {
+  description = "Environment for the consul and nomad CLIs from outside: the agents' certificates name them, not this address, so the TLS server names are set (write ca_cert, cli_cert and cli_key to the files named here)."
+  value       = <<-EOT
+    export CONSUL_HTTP_ADDR=https://${aws_instance.server[0].public_ip}:8501
+    export CONSUL_TLS_SERVER_NAME=server.${var.datacenter}.consul
+    export CONSUL_CACERT=$PWD/ca.pem
+    export NOMAD_ADDR=https://${aws_instance.server[0].public_ip}:4646
+    export NOMAD_TLS_SERVER_NAME=server.global.nomad
+    export NOMAD_CACERT=$PWD/ca.pem
+    export NOMAD_CLIENT_CERT=$PWD/cli.pem
+    export NOMAD_CLIENT_KEY=$PWD/cli-key.pem
+  EOT
+}
+
+output "cli_cert" {
+  description = "The command line's certificate (Nomad verifies HTTPS clients): NOMAD_CLIENT_CERT."
+  value       = module.secrets.certs["cli"].cert
+}
+
+output "cli_key" {
+  description = "The command line's key: NOMAD_CLIENT_KEY."
+  sensitive   = true
+  value       = module.secrets.certs["cli"].key
+}
+
+output "consul_management_token" {
+  description = "Consul's management token (CONSUL_HTTP_TOKEN for operators)."
+  sensitive   = true
+  value       = module.secrets.tokens["consul-bootstrap"].secret
+}
