@@ -58,7 +58,11 @@ type Batch struct {
 	// IntervalMs is the generator's slot length; EventMs/IntervalMs is the slot.
 	IntervalMs uint32
 	FirstSeq   uint64
-	Items      []Item
+	// GivenUp counts the sequence numbers just before FirstSeq that the
+	// generator gave up (never published): a consumer waiting for them can
+	// stop waiting. 0 in messages of generators that predate the field.
+	GivenUp uint32
+	Items   []Item
 }
 
 // Seq returns the sequence number of item i.
@@ -118,7 +122,9 @@ func Append(dst []byte, b *Batch) ([]byte, error) {
 	copy(h[4:20], b.Instance[:])
 	binary.BigEndian.PutUint32(h[20:], b.IntervalMs)
 	binary.BigEndian.PutUint64(h[24:], b.FirstSeq)
-	// h[32:36] is reserved and zero.
+	// h[32:36] was reserved (zero) before GivenUp: readers that ignore it
+	// still decode these messages.
+	binary.BigEndian.PutUint32(h[32:], b.GivenUp)
 	dst = append(dst, h[:]...)
 	var it [itemSize]byte
 	for _, item := range b.Items {
@@ -171,6 +177,7 @@ func Decode(data []byte, lim Limits, b *Batch) error {
 		return reject(ReasonInterval, "slot interval of 0 ms")
 	}
 	b.FirstSeq = binary.BigEndian.Uint64(data[24:])
+	b.GivenUp = binary.BigEndian.Uint32(data[32:])
 	b.Items = b.Items[:0]
 	p := data[headerSize:]
 	for i := 0; i < n; i++ {

@@ -9,7 +9,7 @@ import (
 var lim = Limits{Min: 1, Max: 10000}
 
 func sample() *Batch {
-	b := &Batch{Flags: FlagUncoordinated, IntervalMs: 100, FirstSeq: 41,
+	b := &Batch{Flags: FlagUncoordinated, IntervalMs: 100, FirstSeq: 41, GivenUp: 7,
 		Items: []Item{{EventMs: 1_700_000_000_000, Value: 1}, {EventMs: 1_700_000_000_100, Value: 10000}, {EventMs: 1_700_000_000_100, Value: 5}}}
 	copy(b.Instance[:], "0123456789abcdef")
 	return b
@@ -28,7 +28,7 @@ func TestRoundTrip(t *testing.T) {
 	if err := Decode(data, lim, &out); err != nil {
 		t.Fatal(err)
 	}
-	if out.Flags != in.Flags || out.Instance != in.Instance || out.IntervalMs != in.IntervalMs || out.FirstSeq != in.FirstSeq || len(out.Items) != 3 {
+	if out.Flags != in.Flags || out.Instance != in.Instance || out.IntervalMs != in.IntervalMs || out.FirstSeq != in.FirstSeq || out.GivenUp != 7 || len(out.Items) != 3 {
 		t.Fatalf("decoded %+v, want %+v", out, in)
 	}
 	for i := range in.Items {
@@ -46,7 +46,7 @@ func TestLayoutIsTheDocumentedOne(t *testing.T) {
 	data, _ := Encode(sample())
 	if data[0] != 1 || data[1] != FlagUncoordinated || binary.BigEndian.Uint16(data[2:]) != 3 ||
 		!bytes.Equal(data[4:20], []byte("0123456789abcdef")) || binary.BigEndian.Uint32(data[20:]) != 100 ||
-		binary.BigEndian.Uint64(data[24:]) != 41 || binary.BigEndian.Uint32(data[32:]) != 0 ||
+		binary.BigEndian.Uint64(data[24:]) != 41 || binary.BigEndian.Uint32(data[32:]) != 7 ||
 		binary.BigEndian.Uint64(data[36:]) != 1_700_000_000_000 || binary.BigEndian.Uint32(data[44:]) != 1 {
 		t.Fatalf("layout changed: % x", data[:48])
 	}
@@ -145,5 +145,16 @@ func BenchmarkDecode200(b *testing.B) {
 		if err := Decode(data, lim, &out); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// A message of a generator that predates GivenUp (its bytes 32..35 zero)
+// still decodes, giving up nothing.
+func TestOlderMessagesGiveUpNothing(t *testing.T) {
+	data, _ := Encode(sample())
+	binary.BigEndian.PutUint32(data[32:], 0)
+	out := Batch{GivenUp: 99}
+	if err := Decode(data, lim, &out); err != nil || out.GivenUp != 0 || len(out.Items) != 3 {
+		t.Fatalf("decoded %+v, %v", out, err)
 	}
 }

@@ -5,7 +5,9 @@ package integergen
 
 import (
 	"context"
+	"math"
 	"math/rand/v2"
+	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -24,31 +26,41 @@ type Publisher interface {
 	Publish(body []byte) error
 }
 
-type queued struct {
-	seq     uint64
-	item    wire.Item
+// chunk is one slot's integers, queued together: a queue operation per slot
+// rather than per integer (at --per-slot 250 that was most of the cost).
+type chunk struct {
+	seq     uint64 // of values[0]; the others follow
+	eventMs int64
 	flags   uint8
+	values  []uint32
 	drawnAt time.Time
 }
 
 // Generator is the drawing and publishing loop, without Consul and NSQ
 // (those are its Drawer and Publisher), so it is tested with fakes.
 type Generator struct {
-	o     Options
-	draw  Drawer
-	pub   Publisher
-	log   *logrus.Entry
-	m     *metrics
-	now   func() time.Time
-	queue chan queued
-	seq   uint64
-	rng   *rand.Rand
-	drawn []uint32 // scratch of emit
+	o      Options
+	draw   Drawer
+	pub    Publisher
+	log    *logrus.Entry
+	m      *metrics
+	now    func() time.Time
+	queue  chan chunk
+	queued atomic.Int64 // integers in queue, bounded by --queue-size
+	seq    uint64
+	rng    *rand.Rand
+	drawn  []uint32 // scratch of emit
+	// announced is the sequence number after the last batch nsqd
+	// acknowledged: the numbers from there to the next batch's first were
+	// given up, and that batch says so (wire.Batch.GivenUp).
+	announced uint64
+	items     []wire.Item // scratch of PublishAll
+	body      []byte      // scratch of publish
 }
 
 func newGenerator(o Options, d Drawer, p Publisher, m *metrics, log *logrus.Entry) *Generator {
 	return &Generator{o: o, draw: d, pub: p, m: m, log: log, now: time.Now,
-		queue: make(chan queued, o.QueueSize), rng: rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))}
+		queue: make(chan chunk, min(o.QueueSize, 1<<16)), rng: rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))}
 }
 
 func (g *Generator) intervalMs() int64 { return g.o.Interval.Milliseconds() }
@@ -97,61 +109,65 @@ func (g *Generator) emit(slot int64) {
 		g.m.uncoordinated.Add(float64(len(g.drawn)))
 	}
 	g.m.generated.Add(float64(len(g.drawn)))
-	now := g.now()
-	dropped := 0
-	for _, v := range g.drawn {
-		q := queued{seq: g.seq, item: wire.Item{EventMs: slot * g.intervalMs(), Value: v}, flags: flags, drawnAt: now}
-		g.seq++
+	n := len(g.drawn)
+	fit := max(0, min(n, g.o.QueueSize-int(g.queued.Load())))
+	if fit > 0 {
+		c := chunk{seq: g.seq, eventMs: slot * g.intervalMs(), flags: flags, values: append([]uint32(nil), g.drawn[:fit]...), drawnAt: g.now()}
+		g.queued.Add(int64(fit))
 		select {
-		case g.queue <- q:
+		case g.queue <- c:
 		default:
-			dropped++
+			g.queued.Add(-int64(fit))
+			fit = 0
 		}
 	}
-	if dropped > 0 {
+	g.seq += uint64(n) // integers that did not fit are given up: their numbers are skipped
+	if dropped := n - fit; dropped > 0 {
 		g.m.notPublished.WithLabelValues(reasonQueueFull).Add(float64(dropped))
 		g.log.WithField("integers", dropped).Warn("queue full (nsqd unreachable for long): integers not published")
 	}
 }
 
 // PublishAll publishes what Tick queues, in batches of consecutive
-// sequence numbers, until the queue is closed and drained or drainBy
+// sequence numbers, until the queue is closed and drained or drainTimeout
 // passes after ctx ended.
 func (g *Generator) PublishAll(ctx context.Context, drainTimeout time.Duration) {
-	var carry *queued
+	var carry *chunk
 	var deadline time.Time
 	for {
-		var first queued
+		var first chunk
 		if carry != nil {
 			first, carry = *carry, nil
 		} else {
-			q, ok := <-g.queue
+			c, ok := <-g.queue
 			if !ok {
 				return
 			}
-			first = q
+			first = c
 		}
 		if ctx.Err() != nil && deadline.IsZero() {
 			deadline = time.Now().Add(drainTimeout)
 		}
-		batch := []queued{first}
+		g.items = g.items[:0]
+		firstSeq, flags, drawnAt := first.seq, first.flags, first.drawnAt
+		carry = g.take(first)
 		// Wait up to BatchWait for more (none: take only what is queued).
 		var linger <-chan time.Time
 		if g.o.BatchWait > 0 {
 			linger = time.After(g.o.BatchWait)
 		}
 	fill:
-		for len(batch) < g.o.BatchMax {
-			var q queued
+		for carry == nil && len(g.items) < g.o.BatchMax {
+			var c chunk
 			var ok bool
 			select {
-			case q, ok = <-g.queue:
+			case c, ok = <-g.queue:
 			default:
 				if linger == nil {
 					break fill
 				}
 				select {
-				case q, ok = <-g.queue:
+				case c, ok = <-g.queue:
 				case <-linger:
 					break fill
 				}
@@ -159,31 +175,47 @@ func (g *Generator) PublishAll(ctx context.Context, drainTimeout time.Duration) 
 			if !ok {
 				break fill
 			}
-			prev := batch[len(batch)-1]
-			if q.seq != prev.seq+1 || q.flags != prev.flags {
-				carry = &q
+			if c.seq != firstSeq+uint64(len(g.items)) || c.flags != flags {
+				carry = &c
 				break fill
 			}
-			batch = append(batch, q)
+			carry = g.take(c)
 		}
-		g.publish(ctx, batch, &deadline, drainTimeout)
+		g.publish(ctx, firstSeq, flags, drawnAt, g.items, &deadline, drainTimeout)
 	}
 }
 
-func (g *Generator) publish(ctx context.Context, batch []queued, deadline *time.Time, drainTimeout time.Duration) {
-	b := &wire.Batch{Flags: batch[0].flags, IntervalMs: uint32(g.intervalMs()), FirstSeq: batch[0].seq, Items: make([]wire.Item, len(batch))}
-	copy(b.Instance[:], g.o.Instance[:])
-	for i, q := range batch {
-		b.Items[i] = q.item
+// take moves as much of c into the batch being built as fits and returns
+// the rest, or nil.
+func (g *Generator) take(c chunk) *chunk {
+	n := min(len(c.values), g.o.BatchMax-len(g.items))
+	for _, v := range c.values[:n] {
+		g.items = append(g.items, wire.Item{EventMs: c.eventMs, Value: v})
 	}
-	body, err := wire.Encode(b)
+	g.queued.Add(-int64(n))
+	if n == len(c.values) {
+		return nil
+	}
+	c.seq += uint64(n)
+	c.values = c.values[n:]
+	return &c
+}
+
+func (g *Generator) publish(ctx context.Context, firstSeq uint64, flags uint8, drawnAt time.Time, items []wire.Item, deadline *time.Time, drainTimeout time.Duration) {
+	b := &wire.Batch{Flags: flags, IntervalMs: uint32(g.intervalMs()), FirstSeq: firstSeq, Items: items}
+	if firstSeq > g.announced {
+		b.GivenUp = uint32(min(firstSeq-g.announced, math.MaxUint32))
+	}
+	copy(b.Instance[:], g.o.Instance[:])
+	body, err := wire.Append(g.body[:0], b)
 	if err != nil {
 		g.log.WithError(err).Error("encoding a batch failed; integers not published")
-		g.m.notPublished.WithLabelValues(reasonUnacknowledged).Add(float64(len(batch)))
+		g.m.notPublished.WithLabelValues(reasonUnacknowledged).Add(float64(len(items)))
 		return
 	}
-	n := float64(len(batch))
-	log := g.log.WithFields(logrus.Fields{"first_seq": b.FirstSeq, "integers": len(batch)})
+	g.body = body
+	n := float64(len(items))
+	log := g.log.WithFields(logrus.Fields{"first_seq": b.FirstSeq, "integers": len(items)})
 	backoff := 50 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		start := time.Now()
@@ -192,12 +224,14 @@ func (g *Generator) publish(ctx context.Context, batch []queued, deadline *time.
 			g.m.publishSeconds.Observe(time.Since(start).Seconds())
 			g.m.published.Add(n)
 			g.m.batchSize.Observe(n)
+			g.announced = firstSeq + uint64(len(items))
 			if attempt > 1 {
 				log.WithField("attempts", attempt).Info("published after retrying")
 			}
 			return
 		}
 		g.m.publishFailures.Inc()
+		g.body = nil // a publish that failed may still reference it: the next batch gets its own
 		if ctx.Err() != nil && deadline.IsZero() {
 			*deadline = time.Now().Add(drainTimeout)
 		}
@@ -206,7 +240,7 @@ func (g *Generator) publish(ctx context.Context, batch []queued, deadline *time.
 			log.WithError(err).Error("stopping: integers not published (nsqd did not acknowledge them)")
 			return
 		}
-		if time.Since(batch[0].drawnAt) > g.o.MaxPublishAge {
+		if time.Since(drawnAt) > g.o.MaxPublishAge {
 			g.m.notPublished.WithLabelValues(reasonUnacknowledged).Add(n)
 			log.WithError(err).WithField("max_publish_age", g.o.MaxPublishAge).Error("integers not published: nsqd did not acknowledge them in time")
 			return

@@ -253,3 +253,66 @@ func TestSeveralPerSlotShareTheSlotAndFollowTheSequence(t *testing.T) {
 		}
 	}
 }
+
+// Integers given up leave a gap in the sequence numbers; the next batch
+// published says how many, so the averager stops waiting for them.
+func TestTheNextBatchSaysWhatWasGivenUp(t *testing.T) {
+	o := NewOptions()
+	o.QueueSize = 2
+	o.BatchMax = 10
+	o.MaxPublishAge = 50 * time.Millisecond
+	rec := &recorder{failures: 1 << 30}
+	g, _ := testGenerator(o, fixedDrawer{n: 1}, rec)
+	g.emit(1000) // seq 0: its publish fails until it is given up
+	close(g.queue)
+	g.PublishAll(context.Background(), time.Second) // gives seq 0 up
+	rec.failures = 0
+	g2 := g
+	g2.queue = make(chan chunk, 4)
+	g2.emit(1001) // seq 1
+	g2.emit(1002) // seq 2
+	g2.emit(1003) // seq 3: does not fit the queue
+	close(g2.queue)
+	g2.PublishAll(context.Background(), time.Second)
+	g2.queue = make(chan chunk, 4)
+	g2.emit(1004) // seq 4
+	close(g2.queue)
+	g2.PublishAll(context.Background(), time.Second)
+	if len(rec.batches) != 2 {
+		t.Fatalf("%d batches, want 2: %+v", len(rec.batches), rec.batches)
+	}
+	if b := rec.batches[0]; b.FirstSeq != 1 || len(b.Items) != 2 || b.GivenUp != 1 {
+		t.Errorf("first batch: first seq %d, %d items, given up %d; want 1, 2, 1 (seq 0 given up)", b.FirstSeq, len(b.Items), b.GivenUp)
+	}
+	if b := rec.batches[1]; b.FirstSeq != 4 || b.GivenUp != 1 {
+		t.Errorf("second batch: first seq %d, given up %d; want 4, 1 (seq 3 did not fit the queue)", b.FirstSeq, b.GivenUp)
+	}
+}
+
+// A slot's integers are queued together and split across batches at
+// --batch-max without a gap.
+func TestASlotSplitsAcrossBatches(t *testing.T) {
+	o := NewOptions()
+	o.BatchMax = 3
+	o.PerSlot = 5
+	rec := &recorder{}
+	g, _ := testGenerator(o, fixedDrawer{n: 5}, rec)
+	g.emit(1000)
+	g.emit(1001)
+	close(g.queue)
+	g.PublishAll(context.Background(), time.Second)
+	n, seqs := rec.items()
+	if n != 10 || len(rec.batches) != 4 {
+		t.Fatalf("%d integers in %d batches, want 10 in 4", n, len(rec.batches))
+	}
+	for i, s := range seqs {
+		if s != uint64(i) {
+			t.Fatalf("seqs %v", seqs)
+		}
+	}
+	for _, b := range rec.batches {
+		if b.GivenUp != 0 {
+			t.Fatalf("batch at %d says %d given up", b.FirstSeq, b.GivenUp)
+		}
+	}
+}

@@ -34,6 +34,7 @@ func App() *cli.App {
 // (the work), the publisher closed, then HTTP and Consul.
 func Run(ctx context.Context, o Options, log *logrus.Entry) error {
 	return svc.Run(ctx, Name, o.Common, log, func(ctx context.Context, rt *svc.Runtime) (svc.Service, error) {
+		profile(rt.Mux)
 		m := newMetrics(rt.Metrics)
 		rt.Service.Meta = map[string]string{"instance": o.Instance.String()}
 		coord := slotlease.New(rt.Consul, slotlease.Options{
@@ -47,7 +48,7 @@ func Run(ctx context.Context, o Options, log *logrus.Entry) error {
 		return svc.Service{
 			Health: func() (bool, map[string]any) {
 				index, hw := coord.State()
-				return true, map[string]any{"index": index, "lease_hw_slot": hw, "nsqd": pub.Addr(), "queued": len(g.queue)}
+				return true, map[string]any{"index": index, "lease_hw_slot": hw, "nsqd": pub.Addr(), "queued": g.queued.Load()}
 			},
 			Work: func(ctx context.Context) error {
 				log.WithFields(logrus.Fields{"interval": o.Interval, "min": o.Min, "max": o.Max, "topic": o.Topic}).Info("integer-gen started")
