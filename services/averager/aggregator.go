@@ -52,6 +52,10 @@ type Config struct {
 	// WriteTimeout bounds one window write; with TouchEvery it bounds the
 	// time between two touches of a held message.
 	WriteTimeout time.Duration
+	// Live names the live generators; with it a window is written as soon
+	// as every one of them has passed its end (watermark.go), Grace being
+	// the upper bound. Nil: every window waits for Grace.
+	Live LiveGenerators
 }
 
 // msgState is where a held message is in its life. It leaves msgHeld once:
@@ -142,6 +146,9 @@ type Aggregator struct {
 	batch      wire.Batch         // decoding scratch
 	collisions collisionTable
 	lastEnd    float64 // newest window stored, for the gauges
+	streams    map[wire.InstanceID]*stream
+	advanced   bool // a stream moved into a later window since the last flush
+	trimmedAt  time.Time
 }
 
 func newAggregator(cfg Config, fence uint64, w Writer, d DeadLetter, m *metrics, log *logrus.Entry) *Aggregator {
@@ -149,7 +156,7 @@ func newAggregator(cfg Config, fence uint64, w Writer, d DeadLetter, m *metrics,
 		cfg.WriteTimeout = 5 * time.Second
 	}
 	return &Aggregator{cfg: cfg, fence: fence, writer: w, dead: d, m: m, log: log, now: time.Now,
-		buckets: map[int64]*bucket{}, held: map[*held]struct{}{}}
+		buckets: map[int64]*bucket{}, held: map[*held]struct{}{}, streams: map[wire.InstanceID]*stream{}}
 }
 
 // Run consumes in until ctx ends or the store refuses this term's fence,
@@ -164,6 +171,12 @@ func (a *Aggregator) Run(ctx context.Context, in <-chan Message) error {
 			return nil
 		case m := <-in:
 			a.Add(m)
+			if a.advanced {
+				// A window may have become complete: write it now, not at the next tick.
+				if err := a.Flush(ctx); err != nil {
+					return err
+				}
+			}
 		case <-tick.C:
 			if err := a.Flush(ctx); err != nil {
 				return err
@@ -237,11 +250,66 @@ func (a *Aggregator) Add(m Message) {
 		h.pending++
 		i = j
 	}
+	a.received(b)
 	if h.pending == 0 {
 		h.finish()
 		return
 	}
 	a.held[h] = struct{}{}
+}
+
+// received records b's sequence numbers, and those it says were given up
+// before it, in its generator's stream.
+func (a *Aggregator) received(b *wire.Batch) {
+	if a.cfg.Live == nil {
+		return
+	}
+	s := a.streams[b.Instance]
+	if s == nil {
+		s = &stream{}
+		a.streams[b.Instance] = s
+	}
+	s.lastSeen = a.now()
+	r := seqRun{first: b.FirstSeq - min(b.FirstSeq, uint64(b.GivenUp)), last: b.Seq(len(b.Items) - 1),
+		firstMs: b.Items[0].EventMs, lastMs: b.Items[len(b.Items)-1].EventMs}
+	if s.add(r, a.cfg.Window.Milliseconds()) {
+		a.advanced = true
+	}
+}
+
+// complete reports whether every live generator's stream has passed span:
+// nothing more can come for it but what a stopped generator left behind.
+func (a *Aggregator) complete(span window.Span) bool {
+	if a.cfg.Live == nil {
+		return false
+	}
+	live, ok := a.cfg.Live.Live()
+	if !ok || len(live) == 0 {
+		// No live generator: all stopped, or a --coordination-prefix that
+		// names no group. Either way the grace decides.
+		return false
+	}
+	for id := range live {
+		s := a.streams[id]
+		if s == nil || !s.passed(span) {
+			return false
+		}
+	}
+	return true
+}
+
+// trimStreams forgets the streams of generators not heard from for
+// MaxLateness: nothing they sent can still be counted.
+func (a *Aggregator) trimStreams(now time.Time) {
+	if now.Sub(a.trimmedAt) < time.Minute {
+		return
+	}
+	a.trimmedAt = now
+	for id, s := range a.streams {
+		if now.Sub(s.lastSeen) > a.cfg.MaxLateness {
+			delete(a.streams, id)
+		}
+	}
 }
 
 // checkCollisions checks the no-collision guarantee on items i..j-1 of b:
@@ -345,12 +413,14 @@ func (a *Aggregator) abandon(h *held) {
 	h.requeue(5 * time.Second)
 }
 
-// Flush writes every window whose grace has passed, and touches messages
+// Flush writes every window that is complete or whose grace has passed, and touches messages
 // held long, also between writes, so that slow writes never let nsqd time
 // out a held message. It returns windowapi.ErrStaleFence when this term
 // must end.
 func (a *Aggregator) Flush(ctx context.Context) error {
+	a.advanced = false
 	a.touchDue(a.now())
+	a.trimStreams(a.now())
 	starts := make([]int64, 0, len(a.buckets))
 	for s := range a.buckets {
 		starts = append(starts, s)
@@ -362,11 +432,15 @@ func (a *Aggregator) Flush(ctx context.Context) error {
 		}
 		bk := a.buckets[s]
 		now := a.now()
-		if now.UnixMilli() < bk.span.EndMs+a.cfg.Grace.Milliseconds() || now.Before(bk.retryAt) {
+		if now.Before(bk.retryAt) {
+			continue
+		}
+		early := now.UnixMilli() < bk.span.EndMs+a.cfg.Grace.Milliseconds()
+		if early && !a.complete(bk.span) {
 			continue
 		}
 		a.touchDue(now)
-		if err := a.write(ctx, bk); err != nil {
+		if err := a.write(ctx, bk, early); err != nil {
 			if errors.Is(err, windowapi.ErrStaleFence) {
 				return err
 			}
@@ -388,7 +462,7 @@ func (a *Aggregator) touchDue(now time.Time) {
 	}
 }
 
-func (a *Aggregator) write(ctx context.Context, bk *bucket) error {
+func (a *Aggregator) write(ctx context.Context, bk *bucket, early bool) error {
 	w := windowapi.Write{End: bk.span.End(), Fence: a.fence, Pieces: make([]windowapi.Piece, len(bk.pieces))}
 	for i, p := range bk.pieces {
 		w.Pieces[i] = windowapi.Piece{Instance: p.key.instance.String(), FirstSeq: p.key.first, LastSeq: p.key.last, Count: p.count, Sum: p.sum}
@@ -436,6 +510,9 @@ func (a *Aggregator) write(ctx context.Context, bk *bucket) error {
 	}
 	if res.Created {
 		a.m.windowsWritten.Inc()
+		if early {
+			a.m.windowsEarly.Inc()
+		}
 	} else if added > 0 {
 		a.m.windowsAmended.Inc()
 	}

@@ -12,6 +12,7 @@ var averagerReasons = []string{"too_late", "future", "seq_conflict"}
 type metrics struct {
 	consumed, deduplicated, late, uncoordinated     prometheus.Counter
 	integersCounted, windowsWritten, windowsAmended prometheus.Counter
+	windowsEarly                                    prometheus.Counter
 	storeErrors, collisions                         prometheus.Counter
 	rejected, deadLettered                          *prometheus.CounterVec
 	writeLag                                        prometheus.Histogram
@@ -33,8 +34,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		integersCounted: c("integers_counted_total", "Integers added to stored windows."),
 		windowsWritten:  c("windows_written_total", "Windows stored for the first time."),
 		windowsAmended:  c("windows_amended_total", "Stored windows amended with late integers."),
-		storeErrors:     c("store_errors_total", "Window writes to integer-api that failed (retried)."),
-		collisions:      c("slot_collisions_total", "Integers equal to another generator's in the same slot (must stay 0)."),
+		windowsEarly: c("windows_written_by_watermark_total",
+			"Windows stored for the first time before their grace ended, every live generator having passed their end."),
+		storeErrors: c("store_errors_total", "Window writes to integer-api that failed (retried)."),
+		collisions:  c("slot_collisions_total", "Integers equal to another generator's in the same slot (must stay 0)."),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "messages_rejected_total",
 			Help: "Messages (or their late or future parts) rejected, by reason."}, []string{"reason"}),
 		deadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "messages_dead_lettered_total",

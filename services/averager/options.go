@@ -34,6 +34,7 @@ type Options struct {
 	LookupdPollInterval time.Duration
 	LeaderKey           string
 	SessionTTL          time.Duration
+	CoordinationPrefix  string
 }
 
 // NewOptions returns the defaults.
@@ -43,6 +44,7 @@ func NewOptions() Options {
 		Min: 1, Max: 10000, Topic: "integers", Channel: "averager", DeadLetterTopic: "integers-dead-letter",
 		LookupdService: "nsqlookupd", NSQDService: "nsqd", APIService: "integer-api", MaxInFlight: 2500, MsgTimeout: 15 * time.Second,
 		LookupdPollInterval: 5 * time.Second, LeaderKey: "loopstock/integeraverage-cal/leader", SessionTTL: 10 * time.Second,
+		CoordinationPrefix: "loopstock/integer-gen",
 	}
 }
 
@@ -52,7 +54,8 @@ func Flags() []cli.Flag {
 	env := func(f string) []string { return cliflags.Env(Name, f) }
 	return append(cliflags.CommonFlags(Name, "127.0.0.1:8083"),
 		&cli.DurationFlag{Name: "window", Value: d.Window, EnvVars: env("window"), Usage: "window length; windows are aligned to the Unix epoch"},
-		&cli.DurationFlag{Name: "grace", Value: d.Grace, EnvVars: env("grace"), Usage: "wait after a window's end before writing it (integers later than this amend it)"},
+		&cli.DurationFlag{Name: "grace", Value: d.Grace, EnvVars: env("grace"),
+			Usage: "longest wait after a window's end before writing it; a window is written sooner once every live generator has passed its end (integers later than that amend it)"},
 		&cli.DurationFlag{Name: "max-lateness", Value: d.MaxLateness, EnvVars: env("max-lateness"), Usage: "integers later than this after their window's end are dead-lettered"},
 		&cli.DurationFlag{Name: "max-future", Value: d.MaxFuture, EnvVars: env("max-future"), Usage: "integers stamped further ahead of this host's clock are dead-lettered"},
 		&cli.Int64Flag{Name: "min", Value: int64(d.Min), EnvVars: env("min"), Usage: "smallest valid integer"},
@@ -69,6 +72,8 @@ func Flags() []cli.Flag {
 			Usage: "nsqd redelivers a message not touched or finished for this long: how soon a crashed averager's messages come back (held ones are touched)"},
 		&cli.DurationFlag{Name: "lookupd-poll-interval", Value: d.LookupdPollInterval, EnvVars: env("lookupd-poll-interval"), Usage: "how often nsqlookupd is asked for nsqd producers"},
 		&cli.StringFlag{Name: "leader-key", Value: d.LeaderKey, EnvVars: env("leader-key"), Usage: "Consul KV key of the active-averager lock"},
+		&cli.StringFlag{Name: "coordination-prefix", Value: d.CoordinationPrefix, EnvVars: env("coordination-prefix"),
+			Usage: "integer-gen's --coordination-prefix: the live generators are read there, and a window is written once they have all passed its end (empty: every window waits for --grace)"},
 		&cli.DurationFlag{Name: "session-ttl", Value: d.SessionTTL, EnvVars: env("session-ttl"), Usage: "TTL of the leader lock's Consul session"},
 	)
 }
@@ -129,6 +134,7 @@ func ReadOptions(c *cli.Context) (Options, error) {
 	if o.LookupdPollInterval = c.Duration("lookupd-poll-interval"); o.LookupdPollInterval < 100*time.Millisecond {
 		return bad("lookupd-poll-interval", "%s: want at least 100ms", o.LookupdPollInterval)
 	}
+	o.CoordinationPrefix = c.String("coordination-prefix")
 	if o.SessionTTL = c.Duration("session-ttl"); o.SessionTTL < 10*time.Second || o.SessionTTL > 24*time.Hour {
 		return bad("session-ttl", "%s: want 10s..24h (Consul's limits)", o.SessionTTL)
 	}

@@ -41,6 +41,7 @@ func App() *cli.App {
 // released), then the dead-letter publisher, then HTTP and Consul.
 func Run(ctx context.Context, o Options, log *logrus.Entry) error {
 	return svc.Run(ctx, Name, o.Common, log, func(ctx context.Context, rt *svc.Runtime) (svc.Service, error) {
+		profile(rt.Mux)
 		e := &elector{o: o, rt: rt, m: newMetrics(rt.Metrics), log: log,
 			lookupds: discovery.Follow(ctx, rt.Consul, discovery.NSQLookupd(o.LookupdService), log),
 			writer:   windowapi.NewClient(discovery.New(ctx, rt.Consul, o.APIService, log), o.WriteToken, 5*time.Second),
@@ -82,6 +83,9 @@ func (e *elector) run(ctx context.Context) error {
 		Window: o.Window, Grace: o.Grace, MaxLateness: o.MaxLateness, MaxFuture: o.MaxFuture,
 		Limits: wire.Limits{Min: o.Min, Max: o.Max}, TouchEvery: o.MsgTimeout / 3, FlushEvery: 25 * time.Millisecond,
 		WriteTimeout: min(5*time.Second, o.MsgTimeout/3),
+	}
+	if o.CoordinationPrefix != "" {
+		cfg.Live = followGenerators(ctx, e.rt.Consul, o.CoordinationPrefix, e.log)
 	}
 	collisions := make(collisionTable, collisionTableSize) // one for every term: what passed by stays known
 	var pause backoff

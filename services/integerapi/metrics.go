@@ -33,7 +33,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "HTTP request latency by route.", Buckets: prometheus.ExponentialBuckets(0.0001, 2.5, 12)}, []string{"route"}),
 		serveLag: f.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "window_serve_lag_seconds",
 			Help:    "Time from a window's end to the first read here that found it in the store (freshness as clients see it); counted while reads come at least once a second.",
-			Buckets: []float64{0.1, 0.25, 0.5, 0.55, 0.6, 0.7, 0.8, 1, 1.5, 2, 3, 5, 10, 30}}),
+			Buckets: []float64{0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 0.55, 0.6, 0.7, 0.8, 1, 1.5, 2, 3, 5, 10, 30}}),
 		storeErrors:    c("store_errors_total", "Requests that failed because the store (Redis) failed."),
 		staleWrites:    c("stale_writes_total", "Window writes refused for a stale leader fence."),
 		windowsCreated: c("windows_created_total", "Windows stored for the first time."),

@@ -70,9 +70,10 @@ func TestPipelineEndToEnd(t *testing.T) {
 		base := "http://" + s.APIs[0].Flag("--http-addr")
 		count := testenv.Metric(t, base, "integer_api_window_serve_lag_seconds_count")
 		early := testenv.Metric(t, base, `integer_api_window_serve_lag_seconds_bucket{le="0.25"}`)
-		if count < 1 || early != 0 {
-			// No window is stored before its end plus the averager's grace (500 ms).
-			t.Errorf("serve lag: %v windows recorded, %v within 250 ms of their end; want ≥ 1 and 0", count, early)
+		if count < 1 || early < 1 {
+			// Both generators run throughout: their watermarks close windows
+			// long before the averager's grace (500 ms).
+			t.Errorf("serve lag: %v windows recorded, %v within 250 ms of their end; want ≥ 1 and ≥ 1", count, early)
 		}
 	})
 
