@@ -199,7 +199,7 @@ func RuntimeSample(root string) cty.Value {
 	case strings.HasPrefix(root, "NOMAD_"):
 		return cty.StringVal("/sample/" + strings.ToLower(strings.TrimPrefix(root, "NOMAD_")))
 	case root == "node":
-		id := cty.ObjectVal(map[string]cty.Value{"id": cty.StringVal("node-1"), "name": cty.StringVal("node-1")})
+		id := cty.ObjectVal(map[string]cty.Value{"id": cty.StringVal("node-id-1"), "name": cty.StringVal("node-1")})
 		return cty.ObjectVal(map[string]cty.Value{"unique": id, "datacenter": cty.StringVal("dc1")})
 	}
 	return cty.DynamicVal
@@ -303,8 +303,17 @@ func setBlock(b *hcl.Block, ctx *hcl.EvalContext, fv reflect.Value) hcl.Diagnost
 		fv.SetMapIndex(reflect.ValueOf(b.Labels[0]), elem)
 		return diags
 	case t.Kind() == reflect.Map:
-		// env, meta, config: free-form attributes
+		// env, meta, config: free-form attributes. Read again through
+		// Content: in a dynamic block's content, only Content gives the
+		// attributes the iterator (artifact.value) in scope.
 		attrs, diags := b.Body.JustAttributes()
+		schema := &hcl.BodySchema{}
+		for name := range attrs {
+			schema.Attributes = append(schema.Attributes, hcl.AttributeSchema{Name: name})
+		}
+		if c, d := b.Body.Content(schema); !d.HasErrors() {
+			attrs = c.Attributes
+		}
 		if fv.IsNil() {
 			fv.Set(reflect.MakeMap(t))
 		}
