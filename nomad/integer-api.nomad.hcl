@@ -110,6 +110,9 @@ job "integer-api" {
 }
 
 # ---- variables shared by every job file (the var files in vars/ set them) ----
+# The operator's values (URLs, checksums, the Redis node, counts) come from
+# NOMAD_VAR_* or -var: Nomad applies var files after NOMAD_VAR_*, so no var
+# file sets them. make nomad-run refuses a cluster deploy without them.
 
 variable "datacenters" {
   description = "Datacenters the job may run in."
@@ -130,25 +133,55 @@ variable "bin_dir" {
 }
 
 variable "release_url" {
-  description = "URL of the loopstock release tarball that make dist builds (loopstock_VERSION_linux_amd64.tar.gz)."
+  description = "Cluster: URL of the loopstock release tarball that make dist builds (loopstock_VERSION_linux_amd64.tar.gz)."
   type        = string
-  default     = "http://artifacts.service.consul/loopstock/loopstock_0.1.0_linux_amd64.tar.gz"
+  default     = ""
 }
 
 variable "release_sha256" {
-  description = "SHA-256 of the release tarball (from make dist's SHA256SUMS)."
+  description = "Cluster: SHA-256 of the release tarball (its line in make dist's SHA256SUMS)."
   type        = string
   default     = ""
 }
 
 variable "nsq_url" {
-  description = "URL of the NSQ v1.3.0 release tarball for linux-amd64."
+  description = "Cluster: URL of the NSQ v1.3.0 release tarball nsq-1.3.0.linux-amd64.go1.21.5.tar.gz."
   type        = string
-  default     = "http://artifacts.service.consul/nsq/nsq-1.3.0.linux-amd64.go1.21.5.tar.gz"
+  default     = ""
 }
 
 variable "nsq_sha256" {
-  description = "SHA-256 of the NSQ release tarball."
+  description = "Cluster: SHA-256 of the NSQ release tarball."
+  type        = string
+  default     = ""
+}
+
+variable "prometheus_url" {
+  description = "Cluster: URL of the Prometheus 2.54.1 release tarball prometheus-2.54.1.linux-amd64.tar.gz (monitoring job)."
+  type        = string
+  default     = ""
+}
+
+variable "prometheus_sha256" {
+  description = "Cluster: SHA-256 of the Prometheus tarball."
+  type        = string
+  default     = ""
+}
+
+variable "grafana_url" {
+  description = "Cluster: URL of the Grafana 11.2.0 release tarball grafana-11.2.0.linux-amd64.tar.gz (monitoring job)."
+  type        = string
+  default     = ""
+}
+
+variable "grafana_sha256" {
+  description = "Cluster: SHA-256 of the Grafana tarball."
+  type        = string
+  default     = ""
+}
+
+variable "redis_node" {
+  description = "Name of the Nomad client whose host volume redis holds Redis's data (nomad node status). Redis runs only there; empty places it nowhere."
   type        = string
   default     = ""
 }
@@ -171,23 +204,10 @@ variable "consul_tls" {
   default     = true
 }
 
-variable "monitoring" {
-  description = "Prometheus and Grafana release tarballs (url, sha256, and the folder they unpack to) for the monitoring job; on a dev agent the binaries on PATH are used."
-  type = map(object({
-    url    = string
-    sha256 = string
-    dir    = string
-  }))
-  default = {
-    prometheus = { url = "http://artifacts.service.consul/prometheus/prometheus-2.54.1.linux-amd64.tar.gz", sha256 = "", dir = "prometheus-2.54.1.linux-amd64" }
-    grafana    = { url = "http://artifacts.service.consul/grafana/grafana-11.2.0.linux-amd64.tar.gz", sha256 = "", dir = "grafana-v11.2.0" }
-  }
-}
-
 variable "counts" {
-  description = "Instances per group."
+  description = "Instances per group (all four keys). nsqlookupd runs on distinct clients: at most the number of clients."
   type        = map(number)
-  default     = { nsqlookupd = 3, integer_gen = 2, averager = 2, api = 2 }
+  default     = { nsqlookupd = 2, integer_gen = 2, averager = 2, api = 2 }
 }
 
 locals {
@@ -197,4 +217,7 @@ locals {
   # Artifacts are downloaded only when no bin_dir is given.
   release = var.bin_dir != "" ? [] : [{ source = var.release_url, checksum = "sha256:${var.release_sha256}" }]
   nsq     = var.bin_dir != "" ? [] : [{ source = var.nsq_url, checksum = "sha256:${var.nsq_sha256}" }]
+  # The monitoring job's tarballs and the folders they unpack to.
+  prometheus = { source = var.prometheus_url, checksum = "sha256:${var.prometheus_sha256}", dir = "prometheus-2.54.1.linux-amd64" }
+  grafana    = { source = var.grafana_url, checksum = "sha256:${var.grafana_sha256}", dir = "grafana-v11.2.0" }
 }

@@ -1,7 +1,10 @@
 # Redis, the window store: AOF on with fsync always (a window acknowledged
-# to the averager is on disk), data in the host volume "redis" that every
-# client that may run it declares. One task definition per driver, chosen
-# with var.redis_driver: the official image on the cluster, the host's
+# to the averager is on disk), data in the host volume "redis". Every client
+# declares a volume of that name, so Redis is pinned to var.redis_node, the
+# client whose volume holds the data: rescheduled anywhere else it would
+# start empty. Losing that client stops Redis until it is back (README.md,
+# "Redis and its data"). One task definition per driver, chosen with
+# var.redis_driver: the official image on the cluster, the host's
 # redis-server in the exec driver's chroot on a dev agent (no Docker there).
 
 job "redis" {
@@ -27,6 +30,17 @@ job "redis" {
 
   group "redis" {
     count = var.redis_driver == "docker" ? 1 : 0
+
+    # Only the client whose volume holds the data (see the top of the file).
+    constraint {
+      attribute = "${node.unique.name}"
+      value     = var.redis_node
+    }
+
+    # That client unreachable: keep the allocation as unknown, not lost, so
+    # when the client returns its Redis goes on and no second one starts on
+    # the same data.
+    max_client_disconnect = "24h"
 
     volume "data" {
       type   = "host"
@@ -86,6 +100,17 @@ job "redis" {
   group "redis-host" {
     count = var.redis_driver == "docker" ? 0 : 1
 
+    # Only the client whose volume holds the data (see the top of the file).
+    constraint {
+      attribute = "${node.unique.name}"
+      value     = var.redis_node
+    }
+
+    # That client unreachable: keep the allocation as unknown, not lost, so
+    # when the client returns its Redis goes on and no second one starts on
+    # the same data.
+    max_client_disconnect = "24h"
+
     volume "data" {
       type   = "host"
       source = "redis"
@@ -141,6 +166,9 @@ job "redis" {
 }
 
 # ---- variables shared by every job file (the var files in vars/ set them) ----
+# The operator's values (URLs, checksums, the Redis node, counts) come from
+# NOMAD_VAR_* or -var: Nomad applies var files after NOMAD_VAR_*, so no var
+# file sets them. make nomad-run refuses a cluster deploy without them.
 
 variable "datacenters" {
   description = "Datacenters the job may run in."
@@ -161,25 +189,55 @@ variable "bin_dir" {
 }
 
 variable "release_url" {
-  description = "URL of the loopstock release tarball that make dist builds (loopstock_VERSION_linux_amd64.tar.gz)."
+  description = "Cluster: URL of the loopstock release tarball that make dist builds (loopstock_VERSION_linux_amd64.tar.gz)."
   type        = string
-  default     = "http://artifacts.service.consul/loopstock/loopstock_0.1.0_linux_amd64.tar.gz"
+  default     = ""
 }
 
 variable "release_sha256" {
-  description = "SHA-256 of the release tarball (from make dist's SHA256SUMS)."
+  description = "Cluster: SHA-256 of the release tarball (its line in make dist's SHA256SUMS)."
   type        = string
   default     = ""
 }
 
 variable "nsq_url" {
-  description = "URL of the NSQ v1.3.0 release tarball for linux-amd64."
+  description = "Cluster: URL of the NSQ v1.3.0 release tarball nsq-1.3.0.linux-amd64.go1.21.5.tar.gz."
   type        = string
-  default     = "http://artifacts.service.consul/nsq/nsq-1.3.0.linux-amd64.go1.21.5.tar.gz"
+  default     = ""
 }
 
 variable "nsq_sha256" {
-  description = "SHA-256 of the NSQ release tarball."
+  description = "Cluster: SHA-256 of the NSQ release tarball."
+  type        = string
+  default     = ""
+}
+
+variable "prometheus_url" {
+  description = "Cluster: URL of the Prometheus 2.54.1 release tarball prometheus-2.54.1.linux-amd64.tar.gz (monitoring job)."
+  type        = string
+  default     = ""
+}
+
+variable "prometheus_sha256" {
+  description = "Cluster: SHA-256 of the Prometheus tarball."
+  type        = string
+  default     = ""
+}
+
+variable "grafana_url" {
+  description = "Cluster: URL of the Grafana 11.2.0 release tarball grafana-11.2.0.linux-amd64.tar.gz (monitoring job)."
+  type        = string
+  default     = ""
+}
+
+variable "grafana_sha256" {
+  description = "Cluster: SHA-256 of the Grafana tarball."
+  type        = string
+  default     = ""
+}
+
+variable "redis_node" {
+  description = "Name of the Nomad client whose host volume redis holds Redis's data (nomad node status). Redis runs only there; empty places it nowhere."
   type        = string
   default     = ""
 }
@@ -202,23 +260,10 @@ variable "consul_tls" {
   default     = true
 }
 
-variable "monitoring" {
-  description = "Prometheus and Grafana release tarballs (url, sha256, and the folder they unpack to) for the monitoring job; on a dev agent the binaries on PATH are used."
-  type = map(object({
-    url    = string
-    sha256 = string
-    dir    = string
-  }))
-  default = {
-    prometheus = { url = "http://artifacts.service.consul/prometheus/prometheus-2.54.1.linux-amd64.tar.gz", sha256 = "", dir = "prometheus-2.54.1.linux-amd64" }
-    grafana    = { url = "http://artifacts.service.consul/grafana/grafana-11.2.0.linux-amd64.tar.gz", sha256 = "", dir = "grafana-v11.2.0" }
-  }
-}
-
 variable "counts" {
-  description = "Instances per group."
+  description = "Instances per group (all four keys). nsqlookupd runs on distinct clients: at most the number of clients."
   type        = map(number)
-  default     = { nsqlookupd = 3, integer_gen = 2, averager = 2, api = 2 }
+  default     = { nsqlookupd = 2, integer_gen = 2, averager = 2, api = 2 }
 }
 
 locals {
@@ -228,4 +273,7 @@ locals {
   # Artifacts are downloaded only when no bin_dir is given.
   release = var.bin_dir != "" ? [] : [{ source = var.release_url, checksum = "sha256:${var.release_sha256}" }]
   nsq     = var.bin_dir != "" ? [] : [{ source = var.nsq_url, checksum = "sha256:${var.nsq_sha256}" }]
+  # The monitoring job's tarballs and the folders they unpack to.
+  prometheus = { source = var.prometheus_url, checksum = "sha256:${var.prometheus_sha256}", dir = "prometheus-2.54.1.linux-amd64" }
+  grafana    = { source = var.grafana_url, checksum = "sha256:${var.grafana_sha256}", dir = "grafana-v11.2.0" }
 }

@@ -1,6 +1,7 @@
 # A single Linux host running Nomad and Consul dev agents, no Docker:
 # make nomad-run adds -var bin_dir=<repo>/.bin, so the tasks run the
-# binaries that make build and make tools produced.
+# binaries that make build and make tools produced, and -var redis_node=
+# the dev agent's node name.
 datacenters      = ["dc1"]
 driver           = "raw_exec"
 redis_driver     = "exec"
