@@ -1,7 +1,8 @@
-# NSQ's directory and admin: nsqlookupd (three, on distinct nodes) and
-# nsqadmin. nsqd runs on every client node (nsqd.nomad.hcl). Nomad registers
-# these in Consul with their checks; nsqadmin finds the nsqlookupd instances
-# through Consul (a template), never through addresses in this file.
+# NSQ's directory and admin: nsqlookupd (counts.nsqlookupd, on distinct
+# clients, so at most one per client) and nsqadmin. nsqd runs on every
+# client node (nsqd.nomad.hcl). Nomad registers these in Consul with their
+# checks; nsqadmin finds the nsqlookupd instances through Consul (a
+# template), never through addresses in this file.
 
 job "nsq" {
   datacenters = var.datacenters
