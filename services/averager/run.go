@@ -41,7 +41,6 @@ func App() *cli.App {
 // released), then the dead-letter publisher, then HTTP and Consul.
 func Run(ctx context.Context, o Options, log *logrus.Entry) error {
 	return svc.Run(ctx, Name, o.Common, log, func(ctx context.Context, rt *svc.Runtime) (svc.Service, error) {
-		profile(rt.Mux)
 		e := &elector{o: o, rt: rt, m: newMetrics(rt.Metrics), log: log,
 			lookupds: discovery.Follow(ctx, rt.Consul, discovery.NSQLookupd(o.LookupdService), log),
 			writer:   windowapi.NewClient(discovery.New(ctx, rt.Consul, o.APIService, log), o.WriteToken, 5*time.Second),
