@@ -81,14 +81,26 @@ nomad-stop: ## stop the jobs (and the dev agents nomad-run started)
 	@scripts/nomad-stop
 
 .PHONY: dist
-dist: ## release tarballs for the cluster's exec driver, with SHA256SUMS, in dist/
+DIST_ARCHS ?= amd64 arm64
+
+dist: ## release tarballs for the cluster's exec driver (DIST_ARCHS), with SHA256SUMS, in dist/
 	@rm -rf dist && mkdir -p dist
-	@for arch in amd64 arm64; do \
+	@for arch in $(DIST_ARCHS); do \
 		dir=dist/loopstock_$(VERSION)_linux_$$arch; mkdir -p $$dir; \
 		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch go build -trimpath -ldflags '$(LDFLAGS)' -o $$dir/ $(addprefix ./cmd/,$(SERVICES)) || exit 1; \
 		tar -C $$dir -czf $$dir.tar.gz --owner=0 --group=0 --mtime='2000-01-01' $(SERVICES) && rm -rf $$dir; \
 	done
 	@cd dist && sha256sum *.tar.gz > SHA256SUMS && cat SHA256SUMS
+
+# NSQ's release layout, so nomad/nsq.nomad.hcl finds its binaries where the
+# upstream v1.3.0 release tarball has them; built from the pinned module.
+NSQ_RELEASE := nsq-1.3.0.linux-amd64.go1.21.5
+
+.PHONY: nsq-release
+nsq-release: $(NSQ_TOOLS) ## the NSQ v1.3.0 release tarball (NSQ's own layout and name) in dist/, for clusters that cannot fetch upstream's
+	@mkdir -p dist/$(NSQ_RELEASE)/bin && cp $(BIN)/nsqd $(BIN)/nsqlookupd $(BIN)/nsqadmin dist/$(NSQ_RELEASE)/bin/
+	@tar -C dist -czf dist/$(NSQ_RELEASE).tar.gz --owner=0 --group=0 --mtime='2000-01-01' $(NSQ_RELEASE) && rm -rf dist/$(NSQ_RELEASE)
+	@cd dist && sha256sum $(NSQ_RELEASE).tar.gz | tee -a SHA256SUMS
 
 ## --- vagrant (a local Flatcar cluster; see docs/provisioning.md) ----------
 

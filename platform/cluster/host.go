@@ -50,7 +50,7 @@ func NewHost(dir, base, name, role string, index int, ip string, prefix int) (*H
 
 // loopDevices are bound into every host: systemd-sysext attaches its
 // images to loop devices, and a container sees only the nodes it is given.
-const loopDevices = 16
+const loopDevices = 32
 
 // EnsureLoopDevices creates the loop device nodes the hosts share.
 func EnsureLoopDevices() error {
@@ -72,7 +72,9 @@ func (h *Host) Boot(bridge string) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	args := []string{"-D", h.Root, "--machine=" + h.Name, "--register=no", "--keep-unit", "--boot",
-		"--network-bridge=" + bridge, "--capability=all", "--console=read-only", "--bind=/dev/loop-control"}
+		"--network-bridge=" + bridge, "--capability=all", "--console=read-only", "--bind=/dev/loop-control",
+		// Nomad's exec driver (libcontainer) makes a session keyring.
+		"--system-call-filter=@keyring"}
 	for i := 0; i < loopDevices; i++ {
 		args = append(args, fmt.Sprintf("--bind=/dev/loop%d", i))
 	}
@@ -255,9 +257,22 @@ func ownCgroups(name string) ([]string, error) {
 		if _, err := os.Stat(filepath.Join(mount, "cgroup.procs")); err != nil {
 			continue // not mounted here
 		}
-		dir := filepath.Join(mount, f[2], "loopstock-cluster", name)
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return nil, fmt.Errorf("cgroup for %s: %w", name, err)
+		dir := filepath.Join(mount, f[2])
+		for _, level := range []string{fmt.Sprintf("loopstock-cluster-%d", os.Getpid()), name} {
+			parent := dir
+			dir = filepath.Join(dir, level)
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				return nil, fmt.Errorf("cgroup for %s: %w", name, err)
+			}
+			// A new cpuset has no CPUs or memory nodes until given its parent's.
+			if f[1] == "cpuset" {
+				for _, file := range []string{"cpuset.cpus", "cpuset.mems"} {
+					v, _ := os.ReadFile(filepath.Join(parent, file))
+					if err := os.WriteFile(filepath.Join(dir, file), v, 0o644); err != nil {
+						return nil, fmt.Errorf("cgroup for %s: %s: %w", name, file, err)
+					}
+				}
+			}
 		}
 		procs = append(procs, filepath.Join(dir, "cgroup.procs"))
 	}

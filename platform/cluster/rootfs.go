@@ -9,11 +9,12 @@ import (
 
 // baseVersion names the cached base root: change it when the packages or
 // the stand-ins below change, so a stale cache is never used.
-const baseVersion = "bookworm-6"
+const baseVersion = "bookworm-7"
 
 // basePackages are what a Flatcar host has that the project's units use:
-// systemd (with systemd-sysext), resolved, curl, iproute2.
-const basePackages = "systemd,systemd-sysv,dbus,iproute2,systemd-resolved,curl,ca-certificates,procps"
+// systemd (with systemd-sysext), resolved, curl, iproute2; and redis-server
+// for the jobs (below).
+const basePackages = "systemd,systemd-sysv,dbus,iproute2,systemd-resolved,curl,ca-certificates,procps,redis-server"
 
 // standIns are the Flatcar parts that a Debian root lacks, written into the
 // base root. They stand in for the OS, never for the project's config.
@@ -35,6 +36,26 @@ ExecStart=/usr/bin/systemctl restart --no-block sockets.target timers.target mul
 WantedBy=sysinit.target
 `,
 	"etc/systemd/system/sysinit.target.wants/ensure-sysext.service": "@/etc/systemd/system/ensure-sysext.service",
+	// Nomad's exec driver creates cgroups in every v1 controller, which a
+	// container sees read-only. A fresh mount of each controller, inside the
+	// container's cgroup namespace, is the container's own subtree,
+	// writable: bound over the read-only one it lets exec tasks run.
+	"etc/systemd/system/cgroup-writable.service": `[Unit]
+Description=Writable cgroup controllers for Nomad's exec driver (container hosts only)
+Before=nomad.service
+DefaultDependencies=no
+After=local-fs.target
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/sh -c 'for c in cpuset memory pids freezer devices blkio cpu cpuacct; do mkdir -p /run/cg/$c && mount -t cgroup -o $c cgroup /run/cg/$c && mount --bind /run/cg/$c /sys/fs/cgroup/$c; done'
+[Install]
+WantedBy=sysinit.target
+`,
+	"etc/systemd/system/sysinit.target.wants/cgroup-writable.service": "@/etc/systemd/system/cgroup-writable.service",
+	// Redis for the jobs: the cluster runs it under Docker, which cannot run
+	// in a container; the cluster test runs it with the exec driver instead.
+	"etc/systemd/system/redis-server.service": "@/dev/null",
 	// A container has no terminal for the first-boot wizard.
 	"etc/systemd/system/systemd-firstboot.service": "@/dev/null",
 }

@@ -2,6 +2,8 @@ package clustertest
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/pem"
 
 	"fmt"
 	"net"
@@ -471,11 +473,17 @@ func (c *cl) rotation() error {
 	if err != nil || cert != rotated.Certs[fmt.Sprintf("consul-client-%d", h.Index)].Cert {
 		return fmt.Errorf("%s: the new certificate is not in place", h.Name)
 	}
-	// Nomad on the client serves its new certificate.
-	served, err := c.sh(h, "echo | timeout 5 bash -c 'exec 3<>/dev/tcp/127.0.0.1/4646' && echo open")
-	if err != nil || !strings.Contains(served, "open") {
-		return fmt.Errorf("%s: Nomad not listening after the rotation: %v", h.Name, err)
-	}
+	// Nomad on the client serves its new certificate once it is back.
+	c.waitFor(h.Name+"'s Nomad serving the rotated certificate", time.Minute, func() error {
+		served, err := c.sh(h, "timeout 5 openssl s_client -connect 127.0.0.1:4646 </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256 2>/dev/null || true")
+		if err != nil {
+			return err
+		}
+		if want := fingerprint(rotated.Certs[fmt.Sprintf("nomad-client-%d", h.Index)].Cert); !strings.Contains(strings.ToUpper(served), want) {
+			return fmt.Errorf("serves %q, want %s", strings.TrimSpace(served), want)
+		}
+		return nil
+	})
 	c.waitFor(h.Name+" ready again after the rotation", 2*time.Minute, c.nomadClients)
 	c.deliverSecrets(h, rotated)
 	if err := c.secretsRunDone(h); err != nil {
@@ -506,6 +514,20 @@ func (c *cl) secretsRunDone(h *cluster.Host) error {
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
+}
+
+// fingerprint is a PEM certificate's SHA-256 as openssl prints it.
+func fingerprint(certPEM string) string {
+	block, _ := pem.Decode([]byte(certPEM))
+	if block == nil {
+		return "no certificate"
+	}
+	sum := sha256.Sum256(block.Bytes)
+	parts := make([]string, len(sum))
+	for i, b := range sum {
+		parts[i] = fmt.Sprintf("%02X", b)
+	}
+	return strings.Join(parts, ":")
 }
 
 var holderRE = regexp.MustCompile(`^[a-z0-9-]+$`)

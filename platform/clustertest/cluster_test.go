@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -141,14 +142,18 @@ func TestCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	baseURL := "http://" + ln.Addr().String() + "/sysext"
-	served := map[string]string{}
+	var served sync.Map // URL path → file
 	go http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if p, ok := served[r.URL.Path]; ok {
-			http.ServeFile(w, r, p)
+		if p, ok := served.Load(r.URL.Path); ok {
+			http.ServeFile(w, r, p.(string))
 			return
 		}
 		http.NotFound(w, r)
 	}))
+	serve := func(urlPath, file string) string {
+		served.Store(urlPath, file)
+		return "http://" + ln.Addr().String() + urlPath
+	}
 
 	serverIPs := []string{"10.88.0.11", "10.88.0.12", "10.88.0.13"}
 	clientIPs := []string{"10.88.0.21", "10.88.0.22"}
@@ -194,9 +199,9 @@ func TestCluster(t *testing.T) {
 		for _, u := range sysextSources(t, cfg) {
 			switch {
 			case strings.Contains(filepath.Base(u), "consul"):
-				served[u] = consulPath
+				serve(u, consulPath)
 			case strings.Contains(filepath.Base(u), "nomad"):
-				served[u] = nomadPath
+				serve(u, nomadPath)
 			}
 		}
 		h, err := cluster.NewHost(work, base, name, role, i, ip, 24)
@@ -262,8 +267,22 @@ func TestCluster(t *testing.T) {
 	if t.Failed() {
 		return
 	}
-	fmt.Printf("hosts=%d failed_units=%d consul_peers=3 nomad_clients=2 acl_default_deny=ok tls=%s gossip=%s dns=%s rotation=%s reboot_cycle=%s\n",
+	summary := fmt.Sprintf("hosts=%d failed_units=%d consul_peers=3 nomad_clients=2 acl_default_deny=ok tls=%s gossip=%s dns=%s rotation=%s reboot_cycle=%s",
 		len(hosts), failed, ok(tls), ok(gossip), ok(dns), ok(rotation), ok(reboot))
+	if os.Getenv("LOOPSTOCK_CLUSTER_JOBS") != "1" {
+		fmt.Println(summary)
+		return
+	}
+	st.logf("deploying the jobs as nomad/README.md says")
+	jobs, err := c.deployJobs(serve)
+	if err != nil {
+		t.Fatal(err)
+	}
+	api := "ok"
+	if !jobs.api {
+		api = "slow"
+	}
+	fmt.Printf("%s jobs=%d/%d passing=%d/%d api=%s\n", summary, jobs.jobsRunning, jobs.jobs, jobs.passing, jobs.services, api)
 }
 
 func ok(b int) string {
