@@ -2,6 +2,7 @@ package averager
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"github.com/loopstock/loopstock/internal/wire"
 )
@@ -21,10 +22,9 @@ type metrics struct {
 
 func newMetrics(reg prometheus.Registerer) *metrics {
 	ns := "integeraverage_cal"
+	f := promauto.With(reg)
 	c := func(name, help string) prometheus.Counter {
-		m := prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: name, Help: help})
-		reg.MustRegister(m)
-		return m
+		return f.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: name, Help: help})
 	}
 	m := &metrics{
 		consumed:        c("messages_consumed_total", "NSQ messages received (including redeliveries)."),
@@ -38,19 +38,19 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			"Windows stored for the first time before their grace ended, every live generator having passed their end."),
 		storeErrors: c("store_errors_total", "Window writes to integer-api that failed (retried)."),
 		collisions:  c("slot_collisions_total", "Integers equal to another generator's in the same slot (must stay 0)."),
-		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "messages_rejected_total",
+		rejected: f.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "messages_rejected_total",
 			Help: "Messages (or their late or future parts) rejected, by reason."}, []string{"reason"}),
-		deadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "messages_dead_lettered_total",
+		deadLettered: f.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "messages_dead_lettered_total",
 			Help: "Rejected messages published to the dead-letter topic, by reason."}, []string{"reason"}),
-		writeLag: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "window_write_lag_seconds",
+		writeLag: f.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "window_write_lag_seconds",
 			Help: "Time from a window's end to its successful write.", Buckets: prometheus.ExponentialBuckets(0.05, 2, 12)}),
-		leader: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "leader",
+		leader: f.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "leader",
 			Help: "1 while this instance is the active averager, 0 on standby."}),
-		lastAverage: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "last_window_average",
+		lastAverage: f.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "last_window_average",
 			Help: "Average of the newest window this instance stored."}),
-		lastCount: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "last_window_integers",
+		lastCount: f.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "last_window_integers",
 			Help: "Integers in the newest window this instance stored."}),
-		lastEnd: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "last_window_end_timestamp_seconds",
+		lastEnd: f.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "last_window_end_timestamp_seconds",
 			Help: "End of the newest window this instance stored (Unix seconds): freshness is time() minus this."}),
 	}
 	for _, r := range wire.Reasons {
@@ -61,7 +61,6 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.rejected.WithLabelValues(r)
 		m.deadLettered.WithLabelValues(r)
 	}
-	reg.MustRegister(m.rejected, m.deadLettered, m.writeLag, m.leader, m.lastAverage, m.lastCount, m.lastEnd)
 	return m
 }
 

@@ -2,6 +2,7 @@ package integergen
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"github.com/loopstock/loopstock/internal/slotlease"
 )
@@ -22,10 +23,9 @@ const (
 )
 
 func newMetrics(reg prometheus.Registerer) *metrics {
+	f := promauto.With(reg)
 	c := func(name, help string) prometheus.Counter {
-		m := prometheus.NewCounter(prometheus.CounterOpts{Namespace: "integer_gen", Name: name, Help: help})
-		reg.MustRegister(m)
-		return m
+		return f.NewCounter(prometheus.CounterOpts{Namespace: "integer_gen", Name: name, Help: help})
 	}
 	m := &metrics{
 		generated:       c("integers_generated_total", "Integers drawn, one per slot while coordinated."),
@@ -35,17 +35,16 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		paused:          c("slots_paused_total", "Slots skipped because no coordination lease covered them (--on-coordination-loss=pause)."),
 		missed:          c("slots_missed_total", "Slots skipped because the process woke up too late for them."),
 		uncoordinated:   c("integers_uncoordinated_total", "Integers emitted without a coordination lease (--on-coordination-loss=mark)."),
-		notPublished: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "integer_gen", Name: "integers_not_published_total",
+		notPublished: f.NewCounterVec(prometheus.CounterOpts{Namespace: "integer_gen", Name: "integers_not_published_total",
 			Help: "Integers given up without an nsqd acknowledgement, by reason."}, []string{"reason"}),
-		publishSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "integer_gen", Name: "publish_duration_seconds",
+		publishSeconds: f.NewHistogram(prometheus.HistogramOpts{Namespace: "integer_gen", Name: "publish_duration_seconds",
 			Help: "Time from publish to nsqd's acknowledgement.", Buckets: prometheus.ExponentialBuckets(0.0001, 2.5, 12)}),
-		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "integer_gen", Name: "batch_integers",
+		batchSize: f.NewHistogram(prometheus.HistogramOpts{Namespace: "integer_gen", Name: "batch_integers",
 			Help: "Integers per NSQ message.", Buckets: prometheus.ExponentialBuckets(1, 4, 7)}),
 	}
 	for _, r := range []string{reasonUnacknowledged, reasonQueueFull, reasonShutdown} {
 		m.notPublished.WithLabelValues(r)
 	}
-	reg.MustRegister(m.notPublished, m.publishSeconds, m.batchSize)
 	return m
 }
 
@@ -56,15 +55,16 @@ type coordination interface {
 }
 
 func registerCoordinationMetrics(reg prometheus.Registerer, c coordination) {
+	auto := promauto.With(reg)
 	counter := func(name, help string, f func(slotlease.Stats) uint64) {
-		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "integer_gen", Name: name, Help: help},
-			func() float64 { return float64(f(c.Stats())) }))
+		auto.NewCounterFunc(prometheus.CounterOpts{Namespace: "integer_gen", Name: name, Help: help},
+			func() float64 { return float64(f(c.Stats())) })
 	}
 	counter("coordination_round_trips_total", "Requests sent to Consul by the no-collision coordination.", func(s slotlease.Stats) uint64 { return s.RoundTrips })
 	counter("coordination_lease_extensions_total", "Coordination leases extended.", func(s slotlease.Stats) uint64 { return s.Extends })
 	counter("coordination_leases_lost_total", "Coordination leases lost (session ended or lock taken).", func(s slotlease.Stats) uint64 { return s.Lost })
-	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "integer_gen", Name: "coordination_index",
-		Help: "Generator index held (-1: none, emission paused)."}, func() float64 { i, _ := c.State(); return float64(i) }))
+	auto.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "integer_gen", Name: "coordination_index",
+		Help: "Generator index held (-1: none, emission paused)."}, func() float64 { i, _ := c.State(); return float64(i) })
 }
 
 type noCoordination struct{}
