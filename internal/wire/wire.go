@@ -35,6 +35,11 @@ const (
 	// FlagDuplicate marks a deliberate re-publish of a message (used by the
 	// fault-injection suite); consumers treat it like any other copy.
 	FlagDuplicate uint8 = 1 << 1
+	// FlagSlotEnd says that the batch's last integer is the last its
+	// generator emits in that integer's slot: the generator's stream is
+	// complete up to the slot's end (a consumer's watermark can pass it
+	// without waiting for the next slot).
+	FlagSlotEnd uint8 = 1 << 2
 )
 
 // InstanceID identifies one generator process. It is random per process

@@ -271,7 +271,10 @@ func (a *Aggregator) received(b *wire.Batch) {
 	}
 	s.lastSeen = a.now()
 	r := seqRun{first: b.FirstSeq - min(b.FirstSeq, uint64(b.GivenUp)), last: b.Seq(len(b.Items) - 1),
-		firstMs: b.Items[0].EventMs, lastMs: b.Items[len(b.Items)-1].EventMs}
+		firstMs: b.Items[0].EventMs, throughMs: b.Items[len(b.Items)-1].EventMs}
+	if b.Flags&wire.FlagSlotEnd != 0 {
+		r.throughMs += int64(b.IntervalMs)
+	}
 	if s.add(r, a.cfg.Window.Milliseconds()) {
 		a.advanced = true
 	}

@@ -23,13 +23,16 @@ import (
 // before a window's start and whose last is at or past its end, therefore
 // holds every integer that generator emitted in the window: those before
 // the run are at or before its first integer, those after it at or past
-// its last.
+// its last (or past its last integer's slot, when the generator said that
+// slot was done: wire.FlagSlotEnd).
 
 // seqRun is a run of consecutive sequence numbers received from one
-// generator, with the event times of its ends.
+// generator: the event time of its first integer, and the time up to which
+// the generator's stream is complete at its last (that integer's event
+// time, or the end of its slot when the batch said the slot was done).
 type seqRun struct {
-	first, last     uint64
-	firstMs, lastMs int64
+	first, last        uint64
+	firstMs, throughMs int64
 }
 
 // stream is what the averager knows of one generator instance's stream:
@@ -44,13 +47,12 @@ type stream struct {
 // windows to --grace.
 const maxRuns = 256
 
-// add records sequence numbers first..last with event times firstMs and
-// lastMs at their ends, and reports whether the newest event time moved
-// into a later window of size ms.
+// add records a run of sequence numbers, and reports whether the stream's
+// newest point moved into a later window of size ms.
 func (s *stream) add(r seqRun, size int64) (advanced bool) {
 	newest := int64(-1)
 	if n := len(s.runs); n > 0 {
-		newest = s.runs[n-1].lastMs
+		newest = s.runs[n-1].throughMs
 	}
 	// Insert in order, then merge what overlaps or touches.
 	i := 0
@@ -67,7 +69,7 @@ func (s *stream) add(r seqRun, size int64) (advanced bool) {
 			if x.last > m.last {
 				m.last = x.last
 			}
-			m.firstMs, m.lastMs = min(m.firstMs, x.firstMs), max(m.lastMs, x.lastMs)
+			m.firstMs, m.throughMs = min(m.firstMs, x.firstMs), max(m.throughMs, x.throughMs)
 			continue
 		}
 		merged = append(merged, x)
@@ -76,7 +78,7 @@ func (s *stream) add(r seqRun, size int64) (advanced bool) {
 	if len(s.runs) > maxRuns {
 		s.runs = append(s.runs[:0], s.runs[len(s.runs)-maxRuns:]...)
 	}
-	last := s.runs[len(s.runs)-1].lastMs
+	last := s.runs[len(s.runs)-1].throughMs
 	return newest < 0 || window.Start(last, size) > window.Start(newest, size)
 }
 
@@ -84,7 +86,7 @@ func (s *stream) add(r seqRun, size int64) (advanced bool) {
 // received (or was given up).
 func (s *stream) passed(span window.Span) bool {
 	for _, r := range s.runs {
-		if r.firstMs < span.StartMs && r.lastMs >= span.EndMs {
+		if r.firstMs < span.StartMs && r.throughMs >= span.EndMs {
 			return true
 		}
 	}

@@ -168,9 +168,9 @@ func TestUnknownLiveGeneratorsWaitForTheGrace(t *testing.T) {
 
 func TestStreamRunsMerge(t *testing.T) {
 	var s stream
-	s.add(seqRun{first: 10, last: 19, firstMs: 100, lastMs: 190}, 1000)
-	s.add(seqRun{first: 30, last: 39, firstMs: 300, lastMs: 390}, 1000)
-	s.add(seqRun{first: 0, last: 4, firstMs: 0, lastMs: 40}, 1000)
+	s.add(seqRun{first: 10, last: 19, firstMs: 100, throughMs: 190}, 1000)
+	s.add(seqRun{first: 30, last: 39, firstMs: 300, throughMs: 390}, 1000)
+	s.add(seqRun{first: 0, last: 4, firstMs: 0, throughMs: 40}, 1000)
 	if len(s.runs) != 3 {
 		t.Fatalf("runs %+v", s.runs)
 	}
@@ -178,9 +178,9 @@ func TestStreamRunsMerge(t *testing.T) {
 	if s.passed(span) {
 		t.Fatal("passed over gaps")
 	}
-	s.add(seqRun{first: 5, last: 9, firstMs: 50, lastMs: 90}, 1000)
-	s.add(seqRun{first: 20, last: 29, firstMs: 200, lastMs: 290}, 1000)
-	if len(s.runs) != 1 || s.runs[0] != (seqRun{first: 0, last: 39, firstMs: 0, lastMs: 390}) {
+	s.add(seqRun{first: 5, last: 9, firstMs: 50, throughMs: 90}, 1000)
+	s.add(seqRun{first: 20, last: 29, firstMs: 200, throughMs: 290}, 1000)
+	if len(s.runs) != 1 || s.runs[0] != (seqRun{first: 0, last: 39, firstMs: 0, throughMs: 390}) {
 		t.Fatalf("runs %+v, want one 0..39", s.runs)
 	}
 	if !s.passed(span) {
@@ -202,5 +202,34 @@ func TestNoLiveGeneratorWaitsForTheGrace(t *testing.T) {
 	r.advance(t, 100*time.Millisecond)
 	if r.store.windows[t0] == nil {
 		t.Fatal("not written at the end of the grace")
+	}
+}
+
+func msgFlags(t *testing.T, id wire.InstanceID, first uint64, flags uint8, items ...wire.Item) *fakeMsg {
+	t.Helper()
+	body, err := wire.Encode(&wire.Batch{Flags: flags, Instance: id, IntervalMs: 100, FirstSeq: first, Items: items})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &fakeMsg{body: body}
+}
+
+// A generator that says its window's last slot is done has passed the
+// window: it is written without waiting for the next slot, even before
+// its end on this clock. Without the flag the last slot may hold more.
+func TestAWindowsLastSlotDoneClosesIt(t *testing.T) {
+	r, _ := watermarkRig(t, gen, genB)
+	r.agg.Add(msgFlags(t, gen, 0, wire.FlagSlotEnd, at(-100, 1)))
+	r.agg.Add(msgFlags(t, genB, 0, wire.FlagSlotEnd, at(-100, 1)))
+	r.agg.Add(msgFlags(t, gen, 1, wire.FlagSlotEnd, at(4900, 2)))
+	r.agg.Add(msgFlags(t, genB, 1, 0, at(4900, 3))) // more of slot +4900 may follow
+	r.advance(t, 4950*time.Millisecond)
+	if r.store.windows[t0] != nil {
+		t.Fatal("written while genB's last slot of the window was not done")
+	}
+	r.agg.Add(msgFlags(t, genB, 2, wire.FlagSlotEnd, at(4900, 4)))
+	r.advance(t, 0)
+	if w := r.store.windows[t0]; w == nil || w.Count != 3 || w.Sum != 9 {
+		t.Fatalf("window %+v, want written with count 3 sum 9 once both generators finished its last slot", w)
 	}
 }

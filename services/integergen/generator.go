@@ -151,6 +151,7 @@ func (g *Generator) PublishAll(ctx context.Context, drainTimeout time.Duration) 
 		g.items = g.items[:0]
 		firstSeq, flags, drawnAt := first.seq, first.flags, first.drawnAt
 		carry = g.take(first)
+		slotDone := carry == nil // the last chunk taken whole: its slot is done
 		// Wait up to BatchWait for more (none: take only what is queued).
 		var linger <-chan time.Time
 		if g.o.BatchWait > 0 {
@@ -180,8 +181,16 @@ func (g *Generator) PublishAll(ctx context.Context, drainTimeout time.Duration) 
 				break fill
 			}
 			carry = g.take(c)
+			slotDone = carry == nil
 		}
-		g.publish(ctx, firstSeq, flags, drawnAt, g.items, &deadline, drainTimeout)
+		// A chunk is all this generator emits in its slot (what did not fit
+		// the queue was given up), so a batch that ends with a whole chunk
+		// completes that slot.
+		wireFlags := flags
+		if slotDone {
+			wireFlags |= wire.FlagSlotEnd
+		}
+		g.publish(ctx, firstSeq, wireFlags, drawnAt, g.items, &deadline, drainTimeout)
 	}
 }
 

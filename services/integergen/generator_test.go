@@ -310,9 +310,28 @@ func TestASlotSplitsAcrossBatches(t *testing.T) {
 			t.Fatalf("seqs %v", seqs)
 		}
 	}
-	for _, b := range rec.batches {
+	for i, b := range rec.batches {
 		if b.GivenUp != 0 {
 			t.Fatalf("batch at %d says %d given up", b.FirstSeq, b.GivenUp)
 		}
+		// Only the last batch ends with the whole of a slot.
+		if got, want := b.Flags&wire.FlagSlotEnd != 0, i == len(rec.batches)-1; got != want {
+			t.Errorf("batch at %d: slot-end flag %v, want %v", b.FirstSeq, got, want)
+		}
+	}
+}
+
+func TestABatchEndingWithAWholeSlotSaysSo(t *testing.T) {
+	o := NewOptions()
+	o.BatchMax = 10
+	o.PerSlot = 2
+	rec := &recorder{}
+	g, _ := testGenerator(o, fixedDrawer{n: 2}, rec)
+	g.emit(1000)
+	g.emit(1001)
+	close(g.queue)
+	g.PublishAll(context.Background(), time.Second)
+	if len(rec.batches) != 1 || len(rec.batches[0].Items) != 4 || rec.batches[0].Flags&wire.FlagSlotEnd == 0 {
+		t.Fatalf("batches %+v: want one of 4 integers flagged slot-end", rec.batches)
 	}
 }
