@@ -157,3 +157,70 @@ func (s *Stack) WaitHealthy(t testing.TB, timeout time.Duration) {
 		}
 	}
 }
+
+// AddAverager starts one more integeraverage-cal.
+func (s *Stack) AddAverager(t testing.TB, args ...string) *Proc {
+	p := s.service(t, "integeraverage-cal", len(s.Averagers), FreePort(t),
+		append([]string{"--write-token", WriteToken, "--lookupd-poll-interval", "1s"}, args...))
+	s.Averagers = append(s.Averagers, p)
+	return p
+}
+
+// ChannelStats are nsqd's counts for one channel.
+type ChannelStats struct {
+	Depth    int64 `json:"depth"`
+	InFlight int64 `json:"in_flight_count"`
+	Messages int64 `json:"message_count"`
+}
+
+// TopicDepth is how many messages topic holds that it has not yet copied
+// to its channels.
+func (n *NSQ) TopicDepth(t testing.TB, topic string) int64 {
+	t.Helper()
+	var stats nsqStats
+	if code, err := GetJSON("http://"+n.NSQDHTTP+"/stats?format=json&topic="+topic, &stats); err != nil || code != 200 {
+		t.Fatalf("nsqd stats: %d %v", code, err)
+	}
+	for _, tp := range stats.Topics {
+		if tp.Name == topic {
+			return tp.Depth
+		}
+	}
+	return 0
+}
+
+type nsqStats struct {
+	Topics []struct {
+		Name     string `json:"topic_name"`
+		Depth    int64  `json:"depth"`
+		Channels []struct {
+			Name string `json:"channel_name"`
+			ChannelStats
+		} `json:"channels"`
+	} `json:"topics"`
+}
+
+// Channel returns nsqd's counts for topic's channel (zero when it has none).
+func (n *NSQ) Channel(t testing.TB, topic, channel string) ChannelStats {
+	t.Helper()
+	var stats struct {
+		Topics []struct {
+			Name     string `json:"topic_name"`
+			Channels []struct {
+				Name string `json:"channel_name"`
+				ChannelStats
+			} `json:"channels"`
+		} `json:"topics"`
+	}
+	if code, err := GetJSON("http://"+n.NSQDHTTP+"/stats?format=json&topic="+topic+"&channel="+channel, &stats); err != nil || code != 200 {
+		t.Fatalf("nsqd stats: %d %v", code, err)
+	}
+	for _, tp := range stats.Topics {
+		for _, ch := range tp.Channels {
+			if tp.Name == topic && ch.Name == channel {
+				return ch.ChannelStats
+			}
+		}
+	}
+	return ChannelStats{}
+}
