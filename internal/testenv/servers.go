@@ -54,12 +54,22 @@ func startConsul(t testing.TB, persistent bool) *Consul {
 	return c
 }
 
-// WaitReady waits until the agent answers and has a leader.
+// WaitReady waits until the agent answers, has a leader, and its node is
+// in the catalog: until then Consul refuses to create a session ("Missing
+// node registration").
 func (c *Consul) WaitReady(t testing.TB) {
 	t.Helper()
-	Eventually(t, 30*time.Second, "consul to elect a leader", func() bool {
+	Eventually(t, 30*time.Second, "consul to elect a leader and register its node", func() bool {
 		l, err := c.Client.Status().Leader()
-		return err == nil && l != ""
+		if err != nil || l == "" {
+			return false
+		}
+		name, err := c.Client.Agent().NodeName()
+		if err != nil {
+			return false
+		}
+		n, _, err := c.Client.Catalog().Node(name, nil)
+		return err == nil && n != nil && n.Node != nil
 	})
 }
 
