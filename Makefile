@@ -204,6 +204,8 @@ test-vagrantfile: ## ruby -c, and vagrant validate refuses unrendered configs an
 test-go: tools ## unit, integration and end-to-end tests (the page test in headless Chromium)
 	@scripts/ensure-apt chromium:chromium
 	LOOPSTOCK_REQUIRE_CHROMIUM=1 go test -count=1 -timeout 20m -skip '^(TestNoCollisions|TestFaults)$$' ./...
+	@# Nomad for the job files' dev-agent test: NOMAD_BIN, PATH, or the release archive beside the checkout.
+	@if [ -z "$${NOMAD_BIN:-}" ] && ! command -v nomad >/dev/null && [ -f "$(NOMAD_ARCHIVE)" ]; then $(MAKE) -s $(BIN)/nomad; fi
 	cd platform && go test -count=1 -timeout 10m $$(go list ./... | grep -v /clustertest)
 
 .PHONY: test-collisions
