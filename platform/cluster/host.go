@@ -30,6 +30,7 @@ type Host struct {
 	exited  chan struct{}
 	exitErr error
 	boots   int
+	cgroups []string // the host's own cgroup in each hierarchy
 }
 
 // NewHost mounts an overlay of base for the host under dir.
@@ -88,6 +89,10 @@ func (h *Host) Boot(bridge string) error {
 	if err != nil {
 		log.Close()
 		return err
+	}
+	h.cgroups = h.cgroups[:0]
+	for _, p := range procs {
+		h.cgroups = append(h.cgroups, filepath.Dir(p))
 	}
 	// The container starts in cgroups of its own: each host's systemd then
 	// manages its own subtree, never another host's.
@@ -221,6 +226,27 @@ func (h *Host) Poweroff() {
 		}
 	}
 	run("umount", "-l", h.Root)
+	h.removeCgroups()
+}
+
+// removeCgroups removes the host's cgroups, and the run's group once its
+// last host is gone: what the container's systemd made below them is
+// empty once it has stopped, and a cgroup directory goes with rmdir only,
+// deepest first.
+func (h *Host) removeCgroups() {
+	for _, top := range h.cgroups {
+		var dirs []string
+		filepath.WalkDir(top, func(p string, d os.DirEntry, err error) error {
+			if err == nil && d.IsDir() {
+				dirs = append(dirs, p)
+			}
+			return nil
+		})
+		for i := len(dirs) - 1; i >= 0; i-- {
+			os.Remove(dirs[i])
+		}
+		os.Remove(filepath.Dir(top))
+	}
 }
 
 // Console is the tail of the host's console log.

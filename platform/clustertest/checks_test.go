@@ -149,18 +149,13 @@ func (c *cl) sysextMerged() error {
 	return nil
 }
 
-// files returns what the provisioning copies to h.
-func (c *cl) files(h *cluster.Host, s *flatcar.Secrets) map[string]string {
-	return s.Files(h.Role, h.Index)
-}
-
 // deliverSecrets does what terraform/modules/provision does over SSH: run
 // the install script as root on the host.
 func (c *cl) deliverSecrets(h *cluster.Host, s *flatcar.Secrets) {
 	c.t.Helper()
 	ctx, cancel := context.WithTimeout(c.ctx, time.Minute)
 	defer cancel()
-	if out, err := h.Exec(ctx, flatcar.InstallScript(c.files(h, s)), "bash", "-s"); err != nil {
+	if out, err := h.Exec(ctx, flatcar.InstallScript(s.Files(h.Role, h.Index)), "bash", "-s"); err != nil {
 		c.t.Fatalf("%s: installing the secrets: %v\n%s", h.Name, err, out)
 	}
 }
