@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -44,8 +45,15 @@ func TestNomadRunOnDevAgents(t *testing.T) {
 	run := func(script string) string {
 		ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 		defer cancel()
-		cmd := exec.CommandContext(ctx, filepath.Join(root, "scripts", script))
-		cmd.Env = env
+		// The scripts run with an empty hostname (a new UTS namespace): a
+		// machine's name must not decide whether the dev agents come up.
+		self, err := os.Executable()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.CommandContext(ctx, self, filepath.Join(root, "scripts", script))
+		cmd.Env = append(env, emptyHostnameExec+"=1")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWUTS}
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			t.Fatalf("scripts/%s: %v\n%s", script, err, out)
