@@ -145,9 +145,11 @@ job "redis" {
 
       config {
         # The exec driver runs a host binary by its absolute path in its chroot.
+        # Protected mode off, as in the redis image: it refuses every client
+        # not on loopback, and integer-api runs on other addresses.
         command = "/usr/bin/redis-server"
-        args = ["--bind", "${NOMAD_IP_redis}", "--port", "${NOMAD_PORT_redis}", "--appendonly", "yes",
-        "--appendfsync", "always", "--save", "", "--dir", "/data"]
+        args = ["--bind", "${NOMAD_IP_redis}", "--port", "${NOMAD_PORT_redis}", "--protected-mode", "no",
+        "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--dir", "/data"]
       }
 
       volume_mount {

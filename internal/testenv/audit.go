@@ -46,6 +46,38 @@ func StartAudit(t testing.TB, nsqdTCP, topic, channel string) *Audit {
 func StartAuditWithTee(t testing.TB, nsqdTCP, topic, channel string, tee chan []byte) *Audit {
 	t.Helper()
 	a := &Audit{seen: map[auditKey]Record{}, Tee: tee}
+	a.consumer = newAuditConsumer(t, topic, channel, func(m *nsq.Message) error {
+		if a.record(m.Body) && a.Tee != nil {
+			select {
+			case a.Tee <- append([]byte(nil), m.Body...):
+			default:
+			}
+		}
+		return nil
+	})
+	if err := a.consumer.ConnectToNSQD(nsqdTCP); err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// StartAuditLookupd is StartAudit on every nsqd that the nsqlookupd HTTP
+// addresses list, polled every second: an nsqd that comes back (on another
+// port) is consumed again, its backlog included.
+func StartAuditLookupd(t testing.TB, lookupdHTTP []string, topic, channel string) *Audit {
+	t.Helper()
+	a := &Audit{seen: map[auditKey]Record{}}
+	a.consumer = newAuditConsumer(t, topic, channel, func(m *nsq.Message) error {
+		a.record(m.Body)
+		return nil
+	})
+	if err := a.consumer.ConnectToNSQLookupds(lookupdHTTP); err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+func newAuditConsumer(t testing.TB, topic, channel string, handle nsq.HandlerFunc) *nsq.Consumer {
 	cfg := nsq.NewConfig()
 	cfg.MaxInFlight = 1000
 	cfg.LookupdPollInterval = time.Second // also the reconnect delay after nsqd restarts
@@ -56,31 +88,24 @@ func StartAuditWithTee(t testing.TB, nsqdTCP, topic, channel string, tee chan []
 		t.Fatal(err)
 	}
 	c.SetLogger(nil, nsq.LogLevelError)
-	lim := wire.Limits{Min: 0, Max: ^uint32(0)}
-	c.AddHandler(nsq.HandlerFunc(func(m *nsq.Message) error {
-		var b wire.Batch
-		a.mu.Lock()
-		defer a.mu.Unlock()
-		if err := wire.Decode(m.Body, lim, &b); err != nil {
-			return nil // junk: the pipeline's dead-letter topic is tested elsewhere
-		}
-		if a.Tee != nil {
-			select {
-			case a.Tee <- append([]byte(nil), m.Body...):
-			default:
-			}
-		}
-		for i, it := range b.Items {
-			a.seen[auditKey{b.Instance, b.Seq(i)}] = Record{Instance: b.Instance, Seq: b.Seq(i), Value: it.Value, EventMs: it.EventMs, Flags: b.Flags}
-		}
-		return nil
-	}))
-	if err := c.ConnectToNSQD(nsqdTCP); err != nil {
-		t.Fatal(err)
-	}
-	a.consumer = c
+	c.AddHandler(handle)
 	t.Cleanup(c.Stop)
-	return a
+	return c
+}
+
+// record keeps every integer of a decodable message once; junk is left to
+// the pipeline's dead-letter topic, tested elsewhere.
+func (a *Audit) record(body []byte) bool {
+	var b wire.Batch
+	if err := wire.Decode(body, wire.Limits{Min: 0, Max: ^uint32(0)}, &b); err != nil {
+		return false
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for i, it := range b.Items {
+		a.seen[auditKey{b.Instance, b.Seq(i)}] = Record{Instance: b.Instance, Seq: b.Seq(i), Value: it.Value, EventMs: it.EventMs, Flags: b.Flags}
+	}
+	return true
 }
 
 // Totals is the count and sum of one window.

@@ -108,7 +108,7 @@ func TestCluster(t *testing.T) {
 		t.Skip("cluster test skipped: " + skipReason)
 	}
 	st := &stepper{t: t, start: time.Now()}
-	ctx, cancel := context.WithTimeout(context.Background(), 14*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
 
 	cache := cacheDir()
@@ -269,7 +269,8 @@ func TestCluster(t *testing.T) {
 	}
 	summary := fmt.Sprintf("hosts=%d failed_units=%d consul_peers=3 nomad_clients=2 acl_default_deny=ok tls=%s gossip=%s dns=%s rotation=%s reboot_cycle=%s",
 		len(hosts), failed, ok(tls), ok(gossip), ok(dns), ok(rotation), ok(reboot))
-	if os.Getenv("LOOPSTOCK_CLUSTER_JOBS") != "1" {
+	// LOOPSTOCK_CLUSTER_JOBS=0 stops after the hosts' checks.
+	if os.Getenv("LOOPSTOCK_CLUSTER_JOBS") == "0" {
 		fmt.Println(summary)
 		return
 	}
@@ -281,8 +282,28 @@ func TestCluster(t *testing.T) {
 	api := "ok"
 	if !jobs.api {
 		api = "slow"
+		t.Errorf("no window with count 100 within 30 s of the jobs being healthy")
 	}
-	fmt.Printf("%s jobs=%d/%d passing=%d/%d api=%s\n", summary, jobs.jobsRunning, jobs.jobs, jobs.passing, jobs.services, api)
+	var rolloutFailed int64
+	c.check("a rolling update of integer-api fails no request made through Consul", func() (err error) {
+		rolloutFailed, err = c.rollout()
+		return err
+	})
+	var loss *lossResult
+	lossFailed := c.check("a client lost: every service passing again on the other within "+clientLossWithin.String()+", no window lost or doubled", func() (err error) {
+		loss, err = c.clientLoss()
+		if err == nil && loss.recovered > clientLossWithin {
+			err = fmt.Errorf("services passing again %s after the loss, docs/operations.md says within %s", loss.recovered.Round(time.Second), clientLossWithin)
+		}
+		return err
+	})
+	if t.Failed() {
+		return
+	}
+	st.logf("client loss: %s killed, services back after %s, active averager moved first: %v, %d windows, %d integers accepted, %d counted",
+		loss.killed, loss.recovered.Round(time.Second), loss.leaderMoved, loss.cmp.Windows, loss.cmp.Accepted, loss.cmp.Counted)
+	fmt.Printf("%s jobs=%d/%d passing=%d/%d api=%s rollout_failed=%d client_loss=%s lost=%d doubled=%d\n", summary,
+		jobs.jobsRunning, jobs.jobs, jobs.passing, jobs.services, api, rolloutFailed, ok(lossFailed), loss.cmp.Lost, loss.cmp.Doubled)
 }
 
 func ok(b int) string {

@@ -9,7 +9,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"slices"
-	"sort"
 	"strconv"
 	"syscall"
 	"testing"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/loopstock/loopstock/internal/testenv"
 	"github.com/loopstock/loopstock/internal/windowapi"
+	"github.com/loopstock/loopstock/internal/windowcheck"
 	"github.com/loopstock/loopstock/internal/wire"
 )
 
@@ -94,12 +94,12 @@ func TestFaults(t *testing.T) {
 	stopDup()
 	f.logf("generators stopped; waiting for the last windows")
 	var served []windowapi.Window
-	var sum summary
+	var sum windowcheck.Comparison
 	deadline := time.Now().Add(90 * time.Second)
 	for {
 		served = f.served()
-		sum = compare(audit.Windows(windowSize), served)
-		if sum.lost == 0 && sum.doubled == 0 && sum.windows > 0 {
+		sum = windowcheck.Compare(audit.Windows(windowSize), served)
+		if sum.Lost == 0 && sum.Doubled == 0 && sum.Windows > 0 {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -107,7 +107,7 @@ func TestFaults(t *testing.T) {
 		}
 		time.Sleep(500 * time.Millisecond) // the averager flushes on its own clock; poll the result
 	}
-	for _, line := range sum.details {
+	for _, line := range sum.Details {
 		t.Log(line)
 	}
 	killCount := 0
@@ -120,14 +120,14 @@ func TestFaults(t *testing.T) {
 	if killCount < 20 {
 		t.Errorf("%d kills, want at least 20", killCount)
 	}
-	if sum.windows < 50 {
-		t.Errorf("%d windows checked, want at least 50", sum.windows)
+	if sum.Windows < 50 {
+		t.Errorf("%d windows checked, want at least 50", sum.Windows)
 	}
-	if sum.lost != 0 || sum.doubled != 0 {
-		t.Errorf("lost=%d doubled=%d (replay with LOOPSTOCK_FAULT_SEED=%d)", sum.lost, sum.doubled, seed)
+	if sum.Lost != 0 || sum.Doubled != 0 {
+		t.Errorf("lost=%d doubled=%d (replay with LOOPSTOCK_FAULT_SEED=%d)", sum.Lost, sum.Doubled, seed)
 	}
 	fmt.Printf("kills by kind: %v; slowest takeover after killing the active averager: %s\n", f.kills, f.worstTakeover.Round(10*time.Millisecond))
-	fmt.Printf("kills=%d windows=%d accepted=%d counted=%d lost=%d doubled=%d\n", killCount, sum.windows, sum.accepted, sum.counted, sum.lost, sum.doubled)
+	fmt.Printf("kills=%d windows=%d accepted=%d counted=%d lost=%d doubled=%d\n", killCount, sum.Windows, sum.Accepted, sum.Counted, sum.Lost, sum.Doubled)
 }
 
 func (f *faultRun) procs(kind string) []*testenv.Proc {
@@ -346,78 +346,11 @@ func (f *faultRun) duplicate(tee chan []byte, rng *rand.Rand) (stop func()) {
 // served reads every window the API serves, page by page, newest first.
 func (f *faultRun) served() []windowapi.Window {
 	for _, api := range f.s.APIs {
-		if ws, ok := allWindows("http://" + api.Flag("--http-addr")); ok {
+		if ws, ok := windowcheck.AllWindows("http://" + api.Flag("--http-addr")); ok {
 			return ws
 		}
 	}
 	return nil
-}
-
-// allWindows pages back through base's history with ?before=, 100 at a time.
-func allWindows(base string) ([]windowapi.Window, bool) {
-	const limit = 100
-	var all, page []windowapi.Window
-	url := base + "/v1/integers?limit=" + strconv.Itoa(limit)
-	for {
-		page = page[:0]
-		if !okJSON(url, &page) {
-			return nil, false
-		}
-		all = append(all, page...)
-		if len(page) < limit {
-			return all, true
-		}
-		oldest := page[len(page)-1].Start.UTC().Format(time.RFC3339Nano)
-		url = base + "/v1/integers?limit=" + strconv.Itoa(limit) + "&before=" + oldest
-	}
-}
-
-type summary struct {
-	windows                          int
-	accepted, counted, lost, doubled int64
-	details                          []string
-}
-
-// compare checks every window: what the audit saw (nsqd accepted) against
-// what the API serves.
-func compare(audited map[int64]testenv.Totals, served []windowapi.Window) summary {
-	var s summary
-	byStart := map[int64]windowapi.Window{}
-	for _, w := range served {
-		byStart[w.Start.UnixMilli()] = w
-	}
-	starts := make([]int64, 0, len(audited))
-	for st := range audited {
-		starts = append(starts, st)
-	}
-	sort.Slice(starts, func(i, j int) bool { return starts[i] < starts[j] })
-	for _, st := range starts {
-		a := audited[st]
-		w, ok := byStart[st]
-		s.windows++
-		s.accepted += a.Count
-		s.counted += w.Count
-		switch {
-		case !ok:
-			s.lost += a.Count
-			s.details = append(s.details, fmt.Sprintf("window %s: not served, audit has %d", time.UnixMilli(st).UTC().Format(time.TimeOnly), a.Count))
-		case w.Count < a.Count:
-			s.lost += a.Count - w.Count
-		case w.Count > a.Count:
-			s.doubled += w.Count - a.Count
-		}
-		if ok && (w.Count != a.Count || w.Sum != a.Sum) {
-			s.details = append(s.details, fmt.Sprintf("window %s: served count %d sum %d, audit count %d sum %d",
-				w.Start.Format(time.TimeOnly), w.Count, w.Sum, a.Count, a.Sum))
-		}
-	}
-	for st, w := range byStart {
-		if _, ok := audited[st]; !ok {
-			s.doubled += w.Count
-			s.details = append(s.details, fmt.Sprintf("window %s served (count %d) but never audited", w.Start.Format(time.TimeOnly), w.Count))
-		}
-	}
-	return s
 }
 
 // okJSON is true when url answered 200 with JSON decoded into v.

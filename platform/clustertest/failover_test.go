@@ -1,0 +1,402 @@
+package clustertest
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/loopstock/loopstock/internal/testenv"
+	"github.com/loopstock/loopstock/internal/windowapi"
+	"github.com/loopstock/loopstock/internal/windowcheck"
+)
+
+// clientLossWithin is what docs/operations.md ("A client is lost") states:
+// every service job passing again within 90 s of a client's loss.
+const clientLossWithin = 90 * time.Second
+
+// apiReader asks integer-api for the newest window again and again, looking
+// up a passing instance in Consul before every request, as a client that
+// resolves integer-api.service.consul does.
+type apiReader struct {
+	c              *cl
+	total, failed  atomic.Int64
+	mu             sync.Mutex
+	failures       []string
+	stop, finished chan struct{}
+}
+
+func (c *cl) startReader() *apiReader {
+	r := &apiReader{c: c, stop: make(chan struct{}), finished: make(chan struct{})}
+	go func() {
+		defer close(r.finished)
+		for {
+			select {
+			case <-r.stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			r.total.Add(1)
+			if err := r.readOnce(); err != nil {
+				r.failed.Add(1)
+				r.mu.Lock()
+				if len(r.failures) < 5 {
+					r.failures = append(r.failures, err.Error())
+				}
+				r.mu.Unlock()
+			}
+		}
+	}()
+	return r
+}
+
+func (r *apiReader) readOnce() error {
+	addrs, err := r.c.passing("integer-api")
+	if err != nil {
+		return err
+	}
+	if len(addrs) == 0 {
+		return fmt.Errorf("no passing integer-api in Consul")
+	}
+	client := http.Client{Timeout: 5 * time.Second}
+	resp, err := client.Get("http://" + addrs[rand.IntN(len(addrs))] + "/v1/integers/last")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(body)))
+	}
+	return nil
+}
+
+// done stops the reader and says how it went.
+func (r *apiReader) done() (total, failed int64, failures []string) {
+	close(r.stop)
+	<-r.finished
+	return r.total.Load(), r.failed.Load(), r.failures
+}
+
+// passing lists address:port of the passing instances of a service.
+func (c *cl) passing(service string) ([]string, error) {
+	var entries []struct {
+		Node    struct{ Node string }
+		Service struct {
+			Address string
+			Port    int
+		}
+	}
+	if err := c.consul.JSON("/v1/health/service/"+service+"?passing=1", &entries); err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range entries {
+		out = append(out, fmt.Sprintf("%s:%d", e.Service.Address, e.Service.Port))
+	}
+	return out, nil
+}
+
+// passingOn counts a service's passing instances by Consul node.
+func (c *cl) passingOn(service string) (map[string]int, error) {
+	var entries []struct{ Node struct{ Node string } }
+	if err := c.consul.JSON("/v1/health/service/"+service+"?passing=1", &entries); err != nil {
+		return nil, err
+	}
+	out := map[string]int{}
+	for _, e := range entries {
+		out[e.Node.Node]++
+	}
+	return out, nil
+}
+
+// rollout registers a new version of integer-api (a changed meta, as an
+// edited job file run again) and waits for its deployment to succeed,
+// while a reader keeps asking: it returns the failed requests.
+func (c *cl) rollout() (failed int64, err error) {
+	var job map[string]any
+	if err := c.nomad.JSON("/v1/job/integer-api", &job); err != nil {
+		return 0, err
+	}
+	version, _ := job["Version"].(float64)
+	meta, _ := job["Meta"].(map[string]any)
+	if meta == nil {
+		meta = map[string]any{}
+	}
+	meta["rollout"] = strconv.FormatInt(time.Now().UnixNano(), 10)
+	job["Meta"] = meta
+	body, _ := json.Marshal(map[string]any{"Job": job})
+
+	reader := c.startReader()
+	code, out, err := c.nomad.Do("POST", "/v1/jobs", string(body))
+	if err != nil || code != http.StatusOK {
+		reader.done()
+		return 0, fmt.Errorf("registering integer-api's new version: %v %d %s", err, code, out)
+	}
+	want := int(version) + 1
+	c.waitFor(fmt.Sprintf("integer-api version %d rolled out (deployment successful)", want), 5*time.Minute, func() error {
+		var d struct {
+			JobVersion        int
+			Status            string
+			StatusDescription string
+		}
+		if err := c.nomad.JSON("/v1/job/integer-api/deployment", &d); err != nil {
+			return err
+		}
+		switch {
+		case d.JobVersion < want:
+			return fmt.Errorf("deployment of version %d", d.JobVersion)
+		case d.Status == "failed":
+			return fmt.Errorf("deployment failed: %s", d.StatusDescription)
+		case d.Status != "successful":
+			return fmt.Errorf("deployment %s: %s", d.Status, d.StatusDescription)
+		}
+		return nil
+	})
+	// A little longer: the old instances' shutdown delay has ended.
+	time.Sleep(6 * time.Second)
+	total, failed, failures := reader.done()
+	c.st.logf("rollout: %d requests through Consul, %d failed %v", total, failed, failures)
+	if total < 50 {
+		return failed, fmt.Errorf("only %d requests during the rollout", total)
+	}
+	if failed > 0 {
+		return failed, fmt.Errorf("%d of %d requests failed during the rollout: %v", failed, total, failures)
+	}
+	return 0, nil
+}
+
+// lossResult is what the lost client's check found.
+type lossResult struct {
+	recovered   time.Duration
+	cmp         windowcheck.Comparison
+	killed      string
+	leaderMoved bool
+}
+
+// clientLoss kills a client hard while an audit consumer records every
+// integer nsqd accepts; every service must pass again on the other client
+// within clientLossWithin. The client then comes back and every window
+// from the audit's start to after its return must equal what nsqd accepted.
+//
+// The client killed is the one without Redis (Redis is pinned to its
+// volume's node: its loss is the documented outage). If the active
+// averager runs there, it first hands over to the standby: a host that
+// takes the active averager and an nsqd with messages in flight to it is
+// the two-failures case of docs/design.md, "Limits".
+func (c *cl) clientLoss() (*lossResult, error) {
+	lookupds, err := c.passing("nsqlookupd")
+	if err != nil || len(lookupds) == 0 {
+		return nil, fmt.Errorf("no passing nsqlookupd in Consul: %v", err)
+	}
+	audit := testenv.StartAuditLookupd(c.t, lookupds, "integers", "audit")
+	keep, victim := c.clients[0], c.clients[1]
+	res := &lossResult{killed: victim.Name}
+
+	// Every nsqd has the audit channel before anything is judged: nsqd
+	// copies a message only to the channels its topic has.
+	c.waitFor("the audit channel on every nsqd", time.Minute, func() error { return c.channelOnEveryNSQD("audit") })
+	auditFrom := time.Now().Add(time.Second)
+	if node, err := c.leaderNode(); err != nil {
+		return nil, err
+	} else if node == victim.Name {
+		res.leaderMoved = true
+		if err := c.stopAllocsOn("integeraverage-cal", victim.Name); err != nil {
+			return nil, err
+		}
+		c.waitFor("the active averager on "+keep.Name, time.Minute, func() error {
+			node, err := c.leaderNode()
+			if err == nil && node != keep.Name {
+				err = fmt.Errorf("leader on %q", node)
+			}
+			return err
+		})
+	}
+	time.Sleep(5 * time.Second) // traffic through both nsqds before the loss
+
+	c.st.logf("killing %s (SIGKILL to its init: every process at once)", victim.Name)
+	killed := time.Now()
+	if err := victim.Kill(); err != nil {
+		return nil, err
+	}
+	c.waitFor("every service job passing again on "+keep.Name, clientLossWithin+30*time.Second, func() error {
+		return c.servicesBackOn(keep.Name)
+	})
+	res.recovered = time.Since(killed)
+
+	c.st.logf("booting %s again", victim.Name)
+	if err := victim.Boot(bridge); err != nil {
+		return nil, err
+	}
+	c.waitBooted(victim)
+	c.waitFor(victim.Name+"'s nsqd passing again", 3*time.Minute, func() error {
+		on, err := c.passingOn("nsqd")
+		if err == nil && on[victim.Name] == 0 {
+			err = fmt.Errorf("nsqd passing on %v", on)
+		}
+		return err
+	})
+	auditTo := time.Now().Add(-5 * time.Second) // windows that ended with both nsqds up
+	c.waitFor("every window from the audit's start to the client's return equal to what nsqd accepted", 3*time.Minute, func() error {
+		served, err := c.servedWindows()
+		if err != nil {
+			return err
+		}
+		res.cmp = windowcheck.Compare(auditedBetween(audit.Windows(5*time.Second), auditFrom, auditTo), servedBetween(served, auditFrom, auditTo))
+		if res.cmp.Windows < 6 || res.cmp.Lost != 0 || res.cmp.Doubled != 0 {
+			return fmt.Errorf("windows=%d lost=%d doubled=%d %v", res.cmp.Windows, res.cmp.Lost, res.cmp.Doubled, first(res.cmp.Details, 5))
+		}
+		return nil
+	})
+	return res, nil
+}
+
+func first(s []string, n int) []string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+// servicesBackOn: every service the jobs run has its instances passing on
+// node (nsqlookupd: one; nsqd: node's own).
+func (c *cl) servicesBackOn(node string) error {
+	want := map[string]int{"integer-gen": 2, "integeraverage-cal": 2, "integer-api": 2, "nsqadmin": 1, "redis": 1, "nsqlookupd": 1, "nsqd": 1}
+	var missing []string
+	names := make([]string, 0, len(want))
+	for name := range want {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		on, err := c.passingOn(name)
+		if err != nil {
+			return err
+		}
+		if on[node] < want[name] {
+			missing = append(missing, fmt.Sprintf("%s %d/%d", name, on[node], want[name]))
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("passing on %s: %s", node, strings.Join(missing, ", "))
+	}
+	return nil
+}
+
+// leaderNode is the Consul node of the session holding the averager's key.
+func (c *cl) leaderNode() (string, error) {
+	var kv []struct{ Session string }
+	if err := c.consul.JSON("/v1/kv/loopstock/integeraverage-cal/leader", &kv); err != nil {
+		return "", err
+	}
+	if len(kv) == 0 || kv[0].Session == "" {
+		return "", fmt.Errorf("no averager holds the leader key")
+	}
+	var s []struct{ Node string }
+	if err := c.consul.JSON("/v1/session/info/"+kv[0].Session, &s); err != nil {
+		return "", err
+	}
+	if len(s) == 0 {
+		return "", fmt.Errorf("the leader's session %s is gone", kv[0].Session)
+	}
+	return s[0].Node, nil
+}
+
+// stopAllocsOn stops a job's running allocations on a node (Nomad places
+// replacements): the graceful stop an operator's nomad alloc stop does.
+func (c *cl) stopAllocsOn(job, node string) error {
+	var allocs []struct{ ID, NodeName, DesiredStatus string }
+	if err := c.nomad.JSON("/v1/job/"+job+"/allocations", &allocs); err != nil {
+		return err
+	}
+	for _, a := range allocs {
+		if a.NodeName == node && a.DesiredStatus == "run" {
+			if code, out, err := c.nomad.Do("POST", "/v1/allocation/"+a.ID+"/stop", ""); err != nil || code != http.StatusOK {
+				return fmt.Errorf("stopping %s: %v %d %s", a.ID, err, code, out)
+			}
+		}
+	}
+	return nil
+}
+
+// channelOnEveryNSQD: every passing nsqd has the channel on the topic.
+func (c *cl) channelOnEveryNSQD(channel string) error {
+	var entries []struct {
+		Service struct {
+			Address string
+			Meta    map[string]string
+		}
+	}
+	if err := c.consul.JSON("/v1/health/service/nsqd?passing=1", &entries); err != nil {
+		return err
+	}
+	if len(entries) != len(c.clients) {
+		return fmt.Errorf("%d nsqd passing", len(entries))
+	}
+	for _, e := range entries {
+		var stats struct {
+			Topics []struct {
+				TopicName string `json:"topic_name"`
+				Channels  []struct {
+					ChannelName string `json:"channel_name"`
+				} `json:"channels"`
+			} `json:"topics"`
+		}
+		if _, err := testenv.GetJSON("http://"+e.Service.Address+":"+e.Service.Meta["http_port"]+"/stats?format=json&topic=integers", &stats); err != nil {
+			return err
+		}
+		found := false
+		for _, tp := range stats.Topics {
+			for _, ch := range tp.Channels {
+				found = found || (tp.TopicName == "integers" && ch.ChannelName == channel)
+			}
+		}
+		if !found {
+			return fmt.Errorf("no channel %s on nsqd %s", channel, e.Service.Address)
+		}
+	}
+	return nil
+}
+
+// servedWindows reads every window from a passing integer-api.
+func (c *cl) servedWindows() ([]windowapi.Window, error) {
+	addrs, err := c.passing("integer-api")
+	if err != nil {
+		return nil, err
+	}
+	for _, a := range addrs {
+		if ws, ok := windowcheck.AllWindows("http://" + a); ok {
+			return ws, nil
+		}
+	}
+	return nil, fmt.Errorf("no integer-api answered the history (%v)", addrs)
+}
+
+// auditedBetween keeps the audited windows that start in [from, to).
+func auditedBetween(ws map[int64]testenv.Totals, from, to time.Time) map[int64]testenv.Totals {
+	out := map[int64]testenv.Totals{}
+	for start, w := range ws {
+		if start >= from.UnixMilli() && start < to.UnixMilli() {
+			out[start] = w
+		}
+	}
+	return out
+}
+
+// servedBetween keeps the served windows that start in [from, to).
+func servedBetween(ws []windowapi.Window, from, to time.Time) []windowapi.Window {
+	var out []windowapi.Window
+	for _, w := range ws {
+		if !w.Start.Before(from) && w.Start.Before(to) {
+			out = append(out, w)
+		}
+	}
+	return out
+}
