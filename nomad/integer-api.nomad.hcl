@@ -72,7 +72,8 @@ job "integer-api" {
 
       template {
         data        = <<-EOT
-          {{ with nomadVar "nomad/jobs/integer-api" }}INTEGER_API_WRITE_TOKEN={{ .write_token }}{{ end }}
+          {{ with nomadVar "nomad/jobs/integer-api" }}INTEGER_API_WRITE_TOKEN={{ .write_token }}
+          INTEGER_API_REDIS_PASSWORD={{ .redis_password }}{{ end }}
         EOT
         destination = "secrets/token.env"
         env         = true

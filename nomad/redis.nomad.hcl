@@ -80,7 +80,27 @@ job "redis" {
       config {
         image = "redis:7.0"
         ports = ["redis"]
-        args  = ["redis-server", "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--dir", "/data"]
+        args  = ["redis-server", "${NOMAD_SECRETS_DIR}/redis.conf", "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--dir", "/data"]
+      }
+
+      # The password is in a Nomad variable only this job and integer-api
+      # read (make nomad-run writes it): in a file, not on the command line.
+      template {
+        data        = <<-EOT
+          {{ with nomadVar "nomad/jobs/redis" }}requirepass {{ .redis_password }}{{ end }}
+        EOT
+        destination = "secrets/redis.conf"
+        change_mode = "restart"
+      }
+
+      # redis-cli in the check authenticates with it.
+      template {
+        data        = <<-EOT
+          {{ with nomadVar "nomad/jobs/redis" }}REDISCLI_AUTH={{ .redis_password }}{{ end }}
+        EOT
+        destination = "secrets/redis.env"
+        env         = true
+        change_mode = "restart"
       }
 
       volume_mount {
@@ -146,10 +166,31 @@ job "redis" {
       config {
         # The exec driver runs a host binary by its absolute path in its chroot.
         # Protected mode off, as in the redis image: it refuses every client
-        # not on loopback, and integer-api runs on other addresses.
+        # not on loopback, and integer-api runs on other addresses; the
+        # password (requirepass, in redis.conf) is what keeps others out.
         command = "/usr/bin/redis-server"
-        args = ["--bind", "${NOMAD_IP_redis}", "--port", "${NOMAD_PORT_redis}", "--protected-mode", "no",
+        args = ["${NOMAD_SECRETS_DIR}/redis.conf", "--bind", "${NOMAD_IP_redis}", "--port", "${NOMAD_PORT_redis}", "--protected-mode", "no",
         "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--dir", "/data"]
+      }
+
+      # The password is in a Nomad variable only this job and integer-api
+      # read (make nomad-run writes it): in a file, not on the command line.
+      template {
+        data        = <<-EOT
+          {{ with nomadVar "nomad/jobs/redis" }}requirepass {{ .redis_password }}{{ end }}
+        EOT
+        destination = "secrets/redis.conf"
+        change_mode = "restart"
+      }
+
+      # redis-cli in the check authenticates with it.
+      template {
+        data        = <<-EOT
+          {{ with nomadVar "nomad/jobs/redis" }}REDISCLI_AUTH={{ .redis_password }}{{ end }}
+        EOT
+        destination = "secrets/redis.env"
+        env         = true
+        change_mode = "restart"
       }
 
       volume_mount {

@@ -1,11 +1,13 @@
 package testenv
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -212,4 +214,26 @@ func (r *Redis) RegisterIn(t testing.TB, c *Consul) {
 	c.Register(t, "redis", "redis-"+strconv.Itoa(r.Port), r.Port, nil, &consul.AgentServiceCheck{
 		Args: []string{Tool(t, "redis-cli"), "-h", "127.0.0.1", "-p", strconv.Itoa(r.Port), "ping"}, Interval: "1s", Timeout: "1s",
 	})
+}
+
+// RedisRefusesAnonymous sends a PING without AUTH to the Redis at addr:
+// nil when Redis answers that it requires authentication.
+func RedisRefusesAnonymous(addr string) error {
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := conn.Write([]byte("PING\r\n")); err != nil {
+		return err
+	}
+	reply, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if !strings.HasPrefix(reply, "-NOAUTH") {
+		return fmt.Errorf("Redis at %s answered a PING without AUTH with %q", addr, strings.TrimSpace(reply))
+	}
+	return nil
 }

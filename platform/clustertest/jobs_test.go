@@ -11,6 +11,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/loopstock/loopstock/internal/testenv"
 )
 
 // repoDir is the checkout, from platform/clustertest.
@@ -101,6 +103,14 @@ func (c *cl) deployJobs(serve func(urlPath, file string) string) (*jobsResult, e
 		return nil
 	})
 	res.api = time.Since(healthy) <= 30*time.Second+5*time.Second
+	// Redis keeps out a client without the password integer-api has.
+	redis, err := c.passing("redis")
+	if err != nil || len(redis) != 1 {
+		return nil, fmt.Errorf("redis in Consul: %v %v", err, redis)
+	}
+	if err := testenv.RedisRefusesAnonymous(redis[0]); err != nil {
+		return nil, err
+	}
 	return res, nil
 }
 

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/loopstock/loopstock/internal/testenv"
 )
 
 // TestNomadRunOnDevAgents runs `make nomad-run`'s script against Consul and
@@ -85,6 +87,21 @@ func TestNomadRunOnDevAgents(t *testing.T) {
 			t.Fatalf("the API at the printed address %s: no window within 30 s (HTTP %d)", addrs["API"], code)
 		}
 		time.Sleep(500 * time.Millisecond)
+	}
+
+	// Redis keeps out a client without its password (make nomad-run's Nomad
+	// variable), which integer-api has: the window above went through it.
+	var redis []struct {
+		Service struct {
+			Address string
+			Port    int
+		}
+	}
+	if _, err := testenv.GetJSON("http://127.0.0.1:8500/v1/health/service/redis?passing=1", &redis); err != nil || len(redis) != 1 {
+		t.Fatalf("redis in Consul: %v %+v", err, redis)
+	}
+	if err := testenv.RedisRefusesAnonymous(fmt.Sprintf("%s:%d", redis[0].Service.Address, redis[0].Service.Port)); err != nil {
+		t.Error(err)
 	}
 
 	var stopped string
