@@ -165,11 +165,11 @@ job "redis" {
 
       config {
         # The exec driver runs a host binary by its absolute path in its chroot.
-        # Protected mode off, as in the redis image: it refuses every client
-        # not on loopback, and integer-api runs on other addresses; the
-        # password (requirepass, in redis.conf) is what keeps others out.
+        # The password (requirepass, in redis.conf) keeps out other clients:
+        # without one, Redis's protected mode would refuse every client not
+        # on loopback, integer-api included.
         command = "/usr/bin/redis-server"
-        args = ["${NOMAD_SECRETS_DIR}/redis.conf", "--bind", "${NOMAD_IP_redis}", "--port", "${NOMAD_PORT_redis}", "--protected-mode", "no",
+        args = ["${NOMAD_SECRETS_DIR}/redis.conf", "--bind", "${NOMAD_IP_redis}", "--port", "${NOMAD_PORT_redis}",
         "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--dir", "/data"]
       }
 

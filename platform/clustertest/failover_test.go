@@ -30,6 +30,7 @@ type apiReader struct {
 	total, failed  atomic.Int64
 	mu             sync.Mutex
 	failures       []string
+	once           sync.Once
 	stop, finished chan struct{}
 }
 
@@ -78,9 +79,9 @@ func (r *apiReader) readOnce() error {
 	return nil
 }
 
-// done stops the reader and says how it went.
+// done stops the reader (once; later calls only read) and says how it went.
 func (r *apiReader) done() (total, failed int64, failures []string) {
-	close(r.stop)
+	r.once.Do(func() { close(r.stop) })
 	<-r.finished
 	return r.total.Load(), r.failed.Load(), r.failures
 }
@@ -135,9 +136,9 @@ func (c *cl) rollout() (failed int64, err error) {
 	body, _ := json.Marshal(map[string]any{"Job": job})
 
 	reader := c.startReader()
+	defer reader.done() // also when a wait below ends the test
 	code, out, err := c.nomad.Do("POST", "/v1/jobs", string(body))
 	if err != nil || code != http.StatusOK {
-		reader.done()
 		return 0, fmt.Errorf("registering integer-api's new version: %v %d %s", err, code, out)
 	}
 	want := int(version) + 1
