@@ -66,6 +66,10 @@ job "integer-gen" {
         INTEGER_GEN_ADVERTISE_ADDR = "${NOMAD_IP_http}"
         INTEGER_GEN_SERVICE_ID     = "integer-gen-${NOMAD_ALLOC_ID}"
         INTEGER_GEN_LOG_FORMAT     = "json"
+        # Every message to two nsqd (this client's first): a client lost with
+        # the active averager and its nsqd then loses no integer. One nsqd
+        # (a dev agent): one copy.
+        INTEGER_GEN_NSQD_COPIES = var.nsqd_copies
       }
 
       # Consul ACL token and CA, from the job's Nomad variable (make nomad-run
@@ -191,6 +195,12 @@ variable "consul_tls" {
   description = "The local Consul agent speaks HTTPS (the cluster): the services get its CA and their ACL token from their Nomad variable."
   type        = bool
   default     = true
+}
+
+variable "nsqd_copies" {
+  description = "integer-gen publishes each message to this many nsqd (its client's first): 2 keeps every integer through the loss of a client with the active averager."
+  type        = number
+  default     = 2
 }
 
 variable "counts" {

@@ -203,6 +203,12 @@ variable "consul_tls" {
   default     = true
 }
 
+variable "nsqd_copies" {
+  description = "integer-gen publishes each message to this many nsqd (its client's first): 2 keeps every integer through the loss of a client with the active averager."
+  type        = number
+  default     = 2
+}
+
 variable "counts" {
   description = "Instances per group (all four keys). nsqlookupd runs on distinct clients: at most the number of clients."
   type        = map(number)

@@ -286,3 +286,40 @@ func Pick(list []Instance, node string) (Instance, bool) {
 	}
 	return list[0], true
 }
+
+// PickN returns up to n instances: Pick's first, then the others in list
+// order. A producer that publishes each message to n nsqd keeps it through
+// the loss of n-1 hosts.
+func PickN(list []Instance, node string, n int) []Instance {
+	first, ok := Pick(list, node)
+	if !ok || n < 1 {
+		return nil
+	}
+	out := []Instance{first}
+	for _, i := range list {
+		if len(out) == n {
+			break
+		}
+		if i.ID != first.ID {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+// NodeName is the local Consul agent's node name, asked (with a deadline)
+// until it answers once.
+func NodeName(client *consul.Client) func() string {
+	var node string
+	return func() string {
+		if node == "" {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			var self struct{ Config struct{ NodeName string } }
+			if _, err := client.Raw().Query("/v1/agent/self", &self, (&consul.QueryOptions{}).WithContext(ctx)); err == nil {
+				node = self.Config.NodeName
+			}
+		}
+		return node
+	}
+}

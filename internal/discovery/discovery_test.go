@@ -71,6 +71,28 @@ func TestPickPrefersTheLocalNode(t *testing.T) {
 	}
 }
 
+func TestPickNPutsTheLocalNodeFirstAndNeverRepeats(t *testing.T) {
+	list := []Instance{{ID: "a", Node: "n1"}, {ID: "b", Node: "n2"}, {ID: "c", Node: "n3"}}
+	ids := func(is []Instance) (s string) {
+		for _, i := range is {
+			s += i.ID
+		}
+		return s
+	}
+	for _, c := range []struct {
+		node string
+		n    int
+		want string
+	}{{"n2", 2, "ba"}, {"n2", 1, "b"}, {"n3", 5, "cab"}, {"n9", 2, "ab"}, {"n1", 0, ""}} {
+		if got := ids(PickN(list, c.node, c.n)); got != c.want {
+			t.Errorf("PickN(node %s, %d) = %q, want %q", c.node, c.n, got, c.want)
+		}
+	}
+	if got := PickN(nil, "n1", 2); got != nil {
+		t.Errorf("picked %v from nothing", got)
+	}
+}
+
 // warnings are the warning lines logged so far.
 func warnings(h *logtest.Hook) []string {
 	var out []string

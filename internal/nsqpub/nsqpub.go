@@ -1,15 +1,17 @@
 // Package nsqpub publishes to the nsqd that Consul lists on this node (or
 // any passing one), following changes, and returns only once nsqd
-// acknowledged a message.
+// acknowledged a message. With copies > 1 each message also goes to other
+// nsqd instances: a host lost with its nsqd then loses no message that
+// another nsqd holds (consumers de-duplicate).
 package nsqpub
 
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"time"
 
-	consul "github.com/hashicorp/consul/api"
 	"github.com/nsqio/go-nsq"
 	"github.com/sirupsen/logrus"
 
@@ -19,25 +21,32 @@ import (
 
 // Publisher publishes to one topic. It is not safe for concurrent use.
 type Publisher struct {
-	agent   *consul.Agent
+	node    func() string // this host's Consul node name ("" until known)
 	watch   *discovery.Watch
 	topic   string
 	timeout time.Duration
+	copies  int
 	log     *logrus.Entry
 
-	node     string
-	producer *nsq.Producer
-	addr     string
-	current  atomic.Value // string: the nsqd in use, for health reports
+	producers map[string]*nsq.Producer // by nsqd TCP address
+	current   atomic.Value             // string: the nsqd in use, for health reports
 }
 
 // New returns a publisher to topic on the nsqd instances watch follows;
 // timeout bounds the wait for one acknowledgement.
-func New(agent *consul.Agent, watch *discovery.Watch, topic string, timeout time.Duration, log *logrus.Entry) *Publisher {
-	return &Publisher{agent: agent, watch: watch, topic: topic, timeout: timeout, log: log}
+func New(node func() string, watch *discovery.Watch, topic string, timeout time.Duration, log *logrus.Entry) *Publisher {
+	return NewCopies(node, watch, topic, timeout, 1, log)
 }
 
-// Addr is the nsqd in use ("" when none).
+// NewCopies is New publishing each message to copies nsqd instances (as
+// many as are passing, the local one first).
+func NewCopies(node func() string, watch *discovery.Watch, topic string, timeout time.Duration, copies int, log *logrus.Entry) *Publisher {
+	return &Publisher{node: node, watch: watch, topic: topic, timeout: timeout, copies: max(copies, 1), log: log,
+		producers: map[string]*nsq.Producer{}}
+}
+
+// Addr is the nsqd in use ("" when none); with copies, every one, the
+// first taking the original.
 func (p *Publisher) Addr() string {
 	s, _ := p.current.Load().(string)
 	return s
@@ -45,31 +54,83 @@ func (p *Publisher) Addr() string {
 
 var errNoNSQD = errors.New("no passing nsqd in consul")
 
-func (p *Publisher) target() (string, error) {
+// Targets are the nsqd instances a message goes to now.
+func (p *Publisher) Targets() ([]discovery.Instance, error) {
 	list, _, werr := p.watch.Current()
 	if len(list) == 0 {
 		if werr != nil {
-			return "", fmt.Errorf("%w: %v", errNoNSQD, werr)
+			return nil, fmt.Errorf("%w: %v", errNoNSQD, werr)
 		}
-		return "", errNoNSQD
+		return nil, errNoNSQD
 	}
-	if p.node == "" {
-		if n, err := p.agent.NodeName(); err == nil {
-			p.node = n
-		}
-	}
-	inst, _ := discovery.Pick(list, p.node)
-	return inst.Addr(), nil
+	return discovery.PickN(list, p.node(), p.copies), nil
 }
 
-// Publish sends body and waits for nsqd's acknowledgement, at most timeout.
+// Publish sends body to every target and waits for their acknowledgements,
+// at most timeout. It succeeds once one nsqd acknowledged: a copy that
+// failed is logged, and the message is then held by fewer hosts.
 func (p *Publisher) Publish(body []byte) error {
-	addr, err := p.target()
+	targets, err := p.Targets()
 	if err != nil {
 		return err
 	}
-	if addr != p.addr {
-		p.Stop()
+	addrs := make([]string, len(targets))
+	for i, t := range targets {
+		addrs[i] = t.Addr()
+	}
+	if err := p.use(addrs); err != nil {
+		return err
+	}
+	done := make(chan *nsq.ProducerTransaction, len(addrs))
+	var errs []error
+	outstanding := map[string]bool{}
+	for _, addr := range addrs {
+		if err := p.producers[addr].PublishAsync(p.topic, body, done, addr); err != nil {
+			errs = append(errs, fmt.Errorf("publish to nsqd %s: %w", addr, err))
+			continue
+		}
+		outstanding[addr] = true
+	}
+	acked := 0
+	t := time.NewTimer(p.timeout)
+	defer t.Stop()
+	for len(outstanding) > 0 {
+		select {
+		case tr := <-done:
+			addr := tr.Args[0].(string)
+			delete(outstanding, addr)
+			if tr.Error != nil {
+				errs = append(errs, fmt.Errorf("publish to nsqd %s: %w", addr, tr.Error))
+			} else {
+				acked++
+			}
+		case <-t.C:
+			// An acknowledgement may still come: then nsqd holds the message
+			// and a retry publishes it again, which the averager de-duplicates.
+			for addr := range outstanding {
+				errs = append(errs, fmt.Errorf("publish to nsqd %s: no acknowledgement within %s", addr, p.timeout))
+				p.stop(addr)
+			}
+			clear(outstanding)
+		}
+	}
+	switch {
+	case acked == 0:
+		return errors.Join(errs...)
+	case len(errs) > 0:
+		p.log.WithError(errors.Join(errs...)).WithField("acknowledged_by", acked).Warn("a copy of a message was not published: fewer nsqd hold it")
+	}
+	return nil
+}
+
+// use keeps a producer for each of addrs and closes the others.
+func (p *Publisher) use(addrs []string) error {
+	keep := map[string]bool{}
+	for _, addr := range addrs {
+		keep[addr] = true
+		if p.producers[addr] != nil {
+			continue
+		}
 		cfg := nsq.NewConfig()
 		cfg.DialTimeout = time.Second
 		cfg.WriteTimeout = p.timeout
@@ -78,37 +139,31 @@ func (p *Publisher) Publish(body []byte) error {
 			return fmt.Errorf("nsq producer for %s: %w", addr, err)
 		}
 		prod.SetLogger(nsqlog.New(p.log.WithField("nsqd", addr)), nsq.LogLevelWarning)
-		p.producer, p.addr = prod, addr
-		p.current.Store(addr)
+		p.producers[addr] = prod
 		p.log.WithField("nsqd", addr).Info("publishing to nsqd")
 	}
-	done := make(chan *nsq.ProducerTransaction, 1)
-	if err := p.producer.PublishAsync(p.topic, body, done); err != nil {
-		return fmt.Errorf("publish to nsqd %s: %w", addr, err)
-	}
-	t := time.NewTimer(p.timeout)
-	defer t.Stop()
-	select {
-	case tr := <-done:
-		if tr.Error != nil {
-			return fmt.Errorf("publish to nsqd %s: %w", addr, tr.Error)
+	for addr := range p.producers {
+		if !keep[addr] {
+			p.stop(addr)
 		}
-		return nil
-	case <-t.C:
-		// The acknowledgement may still come: then nsqd holds the message
-		// and a retry publishes it again, which the averager de-duplicates.
-		p.Stop()
-		return fmt.Errorf("publish to nsqd %s: no acknowledgement within %s", addr, p.timeout)
+	}
+	p.current.Store(strings.Join(addrs, ","))
+	return nil
+}
+
+func (p *Publisher) stop(addr string) {
+	if prod := p.producers[addr]; prod != nil {
+		prod.Stop()
+		delete(p.producers, addr)
 	}
 }
 
-// Stop closes the producer.
+// Stop closes the producers.
 func (p *Publisher) Stop() {
-	if p.producer != nil {
-		p.producer.Stop()
-		p.producer, p.addr = nil, ""
-		p.current.Store("")
+	for addr := range p.producers {
+		p.stop(addr)
 	}
+	p.current.Store("")
 }
 
 // ValidName is NSQ's rule for topic and channel names.

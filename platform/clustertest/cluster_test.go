@@ -300,8 +300,8 @@ func TestCluster(t *testing.T) {
 	if t.Failed() {
 		return
 	}
-	st.logf("client loss: %s killed, services back after %s, active averager moved first: %v, %d windows, %d integers accepted, %d counted",
-		loss.killed, loss.recovered.Round(time.Second), loss.leaderMoved, loss.cmp.Windows, loss.cmp.Accepted, loss.cmp.Counted)
+	st.logf("client loss: %s killed with the active averager (moved there first: %v), services back after %s, %d windows, %d integers accepted, %d counted",
+		loss.killed, loss.leaderMoved, loss.recovered.Round(time.Second), loss.cmp.Windows, loss.cmp.Accepted, loss.cmp.Counted)
 	fmt.Printf("%s jobs=%d/%d passing=%d/%d api=%s rollout_failed=%d client_loss=%s lost=%d doubled=%d\n", summary,
 		jobs.jobsRunning, jobs.jobs, jobs.passing, jobs.services, api, rolloutFailed, ok(lossFailed), loss.cmp.Lost, loss.cmp.Doubled)
 }

@@ -188,10 +188,10 @@ type lossResult struct {
 // from the audit's start to after its return must equal what nsqd accepted.
 //
 // The client killed is the one without Redis (Redis is pinned to its
-// volume's node: its loss is the documented outage). If the active
-// averager runs there, it first hands over to the standby: a host that
-// takes the active averager and an nsqd with messages in flight to it is
-// the two-failures case of docs/design.md, "Limits".
+// volume's node: its loss is the documented outage), and the active
+// averager is made to run there first: the hardest case, the averager and
+// an nsqd with messages in flight to it lost at once, which the
+// generators' second copy (--nsqd-copies 2) covers.
 func (c *cl) clientLoss() (*lossResult, error) {
 	lookupds, err := c.passing("nsqlookupd")
 	if err != nil || len(lookupds) == 0 {
@@ -207,14 +207,14 @@ func (c *cl) clientLoss() (*lossResult, error) {
 	auditFrom := time.Now().Add(time.Second)
 	if node, err := c.leaderNode(); err != nil {
 		return nil, err
-	} else if node == victim.Name {
+	} else if node != victim.Name {
 		res.leaderMoved = true
-		if err := c.stopAllocsOn("integeraverage-cal", victim.Name); err != nil {
+		if err := c.stopAllocsOn("integeraverage-cal", node); err != nil {
 			return nil, err
 		}
-		c.waitFor("the active averager on "+keep.Name, time.Minute, func() error {
+		c.waitFor("the active averager on "+victim.Name, time.Minute, func() error {
 			node, err := c.leaderNode()
-			if err == nil && node != keep.Name {
+			if err == nil && node != victim.Name {
 				err = fmt.Errorf("leader on %q", node)
 			}
 			return err

@@ -79,7 +79,7 @@ func (c *cl) deployJobs(serve func(urlPath, file string) string) (*jobsResult, e
 		"NOMAD_RUN_MONITORING=no",
 		// The only override: Redis runs under Docker on the cluster, and
 		// Docker cannot run inside these container hosts.
-		"NOMAD_RUN_VARS=redis_driver=exec",
+		"NOMAD_RUN_VARS=redis_driver=exec"+copiesOverride(),
 	)
 	fmt.Println("cluster test: Redis runs with the exec driver instead of Docker (no Docker engine runs inside a container host); every other task runs with the cluster's exec driver; no monitoring job (no Prometheus or Grafana tarballs here)")
 	c.st.logf("make nomad-run against %s", server)
@@ -112,6 +112,16 @@ func (c *cl) deployJobs(serve func(urlPath, file string) string) (*jobsResult, e
 		return nil, err
 	}
 	return res, nil
+}
+
+// copiesOverride: LOOPSTOCK_CLUSTER_NSQD_COPIES=1 deploys integer-gen with
+// one copy per message, to show what the second copy prevents.
+func copiesOverride() string {
+	if n := os.Getenv("LOOPSTOCK_CLUSTER_NSQD_COPIES"); n != "" {
+		fmt.Println("cluster test: integer-gen publishes " + n + " copies of each message (LOOPSTOCK_CLUSTER_NSQD_COPIES)")
+		return " nsqd_copies=" + n
+	}
+	return ""
 }
 
 // make runs a target of the project's Makefile with extra environment.

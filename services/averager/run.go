@@ -44,7 +44,7 @@ func Run(ctx context.Context, o Options, log *logrus.Entry) error {
 		e := &elector{o: o, rt: rt, m: newMetrics(rt.Metrics), log: log,
 			lookupds: discovery.Follow(ctx, rt.Consul, discovery.NSQLookupd(o.LookupdService), log),
 			writer:   windowapi.NewClient(discovery.New(ctx, rt.Consul, o.APIService, log), o.WriteToken, 5*time.Second),
-			dead: &deadLetter{pub: nsqpub.New(rt.Consul.Agent(), discovery.Follow(ctx, rt.Consul, discovery.NSQD(o.NSQDService), log),
+			dead: &deadLetter{pub: nsqpub.New(discovery.NodeName(rt.Consul), discovery.Follow(ctx, rt.Consul, discovery.NSQD(o.NSQDService), log),
 				o.DeadLetterTopic, 5*time.Second, log)},
 		}
 		log.WithFields(logrus.Fields{"window": o.Window, "topic": o.Topic, "channel": o.Channel}).Info("integeraverage-cal started; campaigning for the leader lock")

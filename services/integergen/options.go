@@ -27,6 +27,7 @@ type Options struct {
 	Topic              string
 	Channel            string
 	NSQDService        string
+	NSQDCopies         int
 	MaxGenerators      int
 	PerSlot            int
 	CoordinationPrefix string
@@ -43,7 +44,7 @@ type Options struct {
 // NewOptions returns the defaults.
 func NewOptions() Options {
 	return Options{
-		Interval: 100 * time.Millisecond, Min: 1, Max: 10000, Topic: "integers", Channel: "averager", NSQDService: "nsqd",
+		Interval: 100 * time.Millisecond, Min: 1, Max: 10000, Topic: "integers", Channel: "averager", NSQDService: "nsqd", NSQDCopies: 1,
 		MaxGenerators: 64, PerSlot: 1, CoordinationPrefix: "loopstock/integer-gen", OnCoordinationLoss: OnLossPause,
 		LeaseAhead: 2 * time.Second, BatchMax: 256, QueueSize: 4096, MaxPublishAge: 30 * time.Second,
 		PublishTimeout: 5 * time.Second,
@@ -62,6 +63,8 @@ func Flags() []cli.Flag {
 		&cli.StringFlag{Name: "channel", Value: d.Channel, EnvVars: env("channel"),
 			Usage: "the averager's NSQ channel, created with the topic so that it gets every integer even when another channel existed first (empty: none)"},
 		&cli.StringFlag{Name: "nsqd-service", Value: d.NSQDService, EnvVars: env("nsqd-service"), Usage: "Consul service name of nsqd (the one on this node is preferred)"},
+		&cli.IntFlag{Name: "nsqd-copies", Value: d.NSQDCopies, EnvVars: env("nsqd-copies"),
+			Usage: "publish each message to this many nsqd (this node's first): with 2, a host lost with the active averager and its nsqd loses no integer; the averager drops the copies"},
 		&cli.IntFlag{Name: "max-generators", Value: d.MaxGenerators, EnvVars: env("max-generators"), Usage: "most generators of one group running at once"},
 		&cli.IntFlag{Name: "per-slot", Value: d.PerSlot, EnvVars: env("per-slot"),
 			Usage: "integers per slot (load mode: with --interval 1ms and --per-slot 100, 100000 integers/s; all distinct within a slot across generators)"},
@@ -139,6 +142,9 @@ func ReadOptions(c *cli.Context) (Options, error) {
 	}
 	if o.PublishTimeout = c.Duration("publish-timeout"); o.PublishTimeout <= 0 {
 		return bad("publish-timeout", "%s: want more than 0", o.PublishTimeout)
+	}
+	if o.NSQDCopies = c.Int("nsqd-copies"); o.NSQDCopies < 1 || o.NSQDCopies > 3 {
+		return bad("nsqd-copies", "%d: want 1 to 3", o.NSQDCopies)
 	}
 	return o, nil
 }

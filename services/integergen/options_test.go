@@ -47,6 +47,8 @@ func TestInvalidFlagsNameTheFlag(t *testing.T) {
 		{"on-coordination-loss", []string{"--on-coordination-loss", "ignore"}},
 		{"lease-ahead", []string{"--lease-ahead", "10ms"}},
 		{"batch-max", []string{"--batch-max", "0"}},
+		{"nsqd-copies", []string{"--nsqd-copies", "0"}},
+		{"nsqd-copies", []string{"--nsqd-copies", "4"}},
 		{"log-level", []string{"--log-level", "loud"}},
 		{"log-format", []string{"--log-format", "xml"}},
 		{"http-addr", []string{"--http-addr", "nowhere"}},

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"time"
 
-	consul "github.com/hashicorp/consul/api"
 	"github.com/sirupsen/logrus"
 	"github.com/urfave/cli/v2"
 
@@ -43,8 +42,8 @@ func Run(ctx context.Context, o Options, log *logrus.Entry) error {
 		}, log)
 		registerCoordinationMetrics(rt.Metrics, coord)
 		nsqds := discovery.Follow(ctx, rt.Consul, discovery.NSQD(o.NSQDService), log)
-		pub := nsqpub.New(rt.Consul.Agent(), nsqds, o.Topic, o.PublishTimeout, log)
-		g := newGenerator(o, coord, newTopicPublisher(pub, nsqds, nodeName(rt.Consul), o.Topic, o.Channel), m, log)
+		pub := nsqpub.NewCopies(discovery.NodeName(rt.Consul), nsqds, o.Topic, o.PublishTimeout, o.NSQDCopies, log)
+		g := newGenerator(o, coord, newTopicPublisher(pub, nsqds, o.Topic, o.Channel), m, log)
 		return svc.Service{
 			Health: func() (bool, map[string]any) {
 				index, hw := coord.State()
@@ -91,21 +90,4 @@ func generate(ctx context.Context, coord *slotlease.Coordinator, g *Generator) e
 	<-coordDone
 	<-published
 	return runErr
-}
-
-// nodeName is the local Consul agent's node name, asked (with a deadline)
-// until it answers once.
-func nodeName(client *consul.Client) func() string {
-	var node string
-	return func() string {
-		if node == "" {
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			defer cancel()
-			var self struct{ Config struct{ NodeName string } }
-			if _, err := client.Raw().Query("/v1/agent/self", &self, (&consul.QueryOptions{}).WithContext(ctx)); err == nil {
-				node = self.Config.NodeName
-			}
-		}
-		return node
-	}
 }

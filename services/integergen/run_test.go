@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/loopstock/loopstock/internal/discovery"
 	"github.com/loopstock/loopstock/internal/logging"
 	"github.com/loopstock/loopstock/internal/testenv"
 )
@@ -80,7 +81,7 @@ func TestNodeNameIsTheAgents(t *testing.T) {
 		t.Skip("needs consul")
 	}
 	c := testenv.StartConsul(t)
-	if got := nodeName(c.Client)(); got != "testnode" {
+	if got := discovery.NodeName(c.Client)(); got != "testnode" {
 		t.Fatalf("node name %q, want the agent's, testnode", got)
 	}
 }

@@ -17,9 +17,8 @@ import (
 // channel first (an nsqadmin tail, an audit), every integer published
 // before the averager first subscribed would never reach it.
 type topicPublisher struct {
-	Publisher
+	targetPublisher
 	nsqds          *discovery.Watch
-	node           func() string
 	topic, channel string
 	client         *http.Client
 
@@ -27,28 +26,42 @@ type topicPublisher struct {
 	changed <-chan struct{} // the watch's change signal when ready was filled
 }
 
-func newTopicPublisher(p Publisher, nsqds *discovery.Watch, node func() string, topic, channel string) Publisher {
+// targetPublisher is a Publisher that says which nsqd a message goes to now
+// (nsqpub.Publisher: the local one first, and the others its copies go to).
+type targetPublisher interface {
+	Publisher
+	Targets() ([]discovery.Instance, error)
+}
+
+func newTopicPublisher(p targetPublisher, nsqds *discovery.Watch, topic, channel string) Publisher {
 	if channel == "" {
 		return p
 	}
-	return &topicPublisher{Publisher: p, nsqds: nsqds, node: node, topic: topic, channel: channel,
+	return &topicPublisher{targetPublisher: p, nsqds: nsqds, topic: topic, channel: channel,
 		client: &http.Client{Timeout: 2 * time.Second}, ready: map[string]bool{}}
 }
 
 func (p *topicPublisher) Publish(body []byte) error {
-	list, changed, _ := p.nsqds.Current()
+	_, changed, _ := p.nsqds.Current()
 	if changed != p.changed {
 		// Consul saw the instances change: an nsqd may be back with an empty data directory.
 		clear(p.ready)
 		p.changed = changed
 	}
-	if inst, ok := discovery.Pick(list, p.node()); ok && !p.ready[inst.Addr()] {
+	targets, err := p.Targets()
+	if err != nil {
+		return err
+	}
+	for _, inst := range targets {
+		if p.ready[inst.Addr()] {
+			continue
+		}
 		if err := p.create(inst); err != nil {
 			return err
 		}
 		p.ready[inst.Addr()] = true
 	}
-	return p.Publisher.Publish(body)
+	return p.targetPublisher.Publish(body)
 }
 
 // create creates the topic and the channel through nsqd's HTTP API (both
