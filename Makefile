@@ -181,7 +181,7 @@ test-cluster: $(BIN)/consul ## boot 3 servers and 2 clients from their Ignition 
 	CONSUL_BIN=$${CONSUL_BIN:-$(BIN)/consul} NOMAD_BIN=$$nomad IGNITION_BIN=$(BIN)/ignition \
 		go test -count=1 -v -timeout 35m -run '^TestCluster$$' ./clustertest 2>&1 | tee ../.data/test-cluster.log \
 		| grep -E '^(--- |PASS|FAIL|ok |hosts=|debootstrap|cluster test:)|cluster_test.go|checks_test.go|jobs_test.go|failover_test.go' && \
-	grep -E '^hosts=5 failed_units=0 consul_peers=3 nomad_clients=2 acl_default_deny=ok tls=ok gossip=ok dns=ok rotation=ok reboot_cycle=ok( jobs=([0-9]+)/\2 passing=([0-9]+)/\3 api=ok rollout_failed=0 client_loss=ok lost=0 doubled=0)?$$' ../.data/test-cluster.log | tail -1
+	grep -aE '^hosts=5 failed_units=0 consul_peers=3 nomad_clients=2 acl_default_deny=ok tls=ok gossip=ok dns=ok rotation=ok reboot_cycle=ok( jobs=([0-9]+)/\2 passing=([0-9]+)/\3 api=ok rollout_failed=0 client_loss=ok lost=0 doubled=0)?$$' ../.data/test-cluster.log | tail -1
 
 .PHONY: test-terraform
 test-terraform: ## tofu validate of every example whose providers are at hand; tofu apply of the Ignition module must equal the Go rendering
