@@ -16,6 +16,7 @@ import (
 	"github.com/loopstock/loopstock/internal/testenv"
 	"github.com/loopstock/loopstock/internal/windowapi"
 	"github.com/loopstock/loopstock/internal/windowcheck"
+	"github.com/loopstock/loopstock/internal/wire"
 )
 
 // clientLossWithin is what docs/operations.md ("A client is lost") states:
@@ -161,8 +162,21 @@ func (c *cl) rollout() (failed int64, err error) {
 		}
 		return nil
 	})
-	// A little longer: the old instances' shutdown delay has ended.
-	time.Sleep(6 * time.Second)
+	// The reader goes on until every old instance has exited: an instance
+	// stopped last is still in its shutdown delay when the deployment is
+	// marked successful.
+	c.waitFor("every old integer-api instance exited", 2*time.Minute, func() error {
+		var allocs []struct{ ID, DesiredStatus, ClientStatus string }
+		if err := c.nomad.JSON("/v1/job/integer-api/allocations", &allocs); err != nil {
+			return err
+		}
+		for _, a := range allocs {
+			if a.DesiredStatus != "run" && (a.ClientStatus == "running" || a.ClientStatus == "pending") {
+				return fmt.Errorf("allocation %s still %s", a.ID[:8], a.ClientStatus)
+			}
+		}
+		return nil
+	})
 	total, failed, failures := reader.done()
 	c.st.logf("rollout: %d requests through Consul, %d failed %v", total, failed, failures)
 	if total < 50 {
@@ -220,7 +234,17 @@ func (c *cl) clientLoss() (*lossResult, error) {
 			return err
 		})
 	}
-	time.Sleep(5 * time.Second) // traffic through both nsqds before the loss
+	// Integers from both generators reach the audit before the loss.
+	c.waitFor("integers of two generators in the audit", time.Minute, func() error {
+		instances := map[wire.InstanceID]bool{}
+		for _, r := range audit.Records() {
+			instances[r.Instance] = true
+		}
+		if len(instances) < 2 {
+			return fmt.Errorf("integers of %d generators", len(instances))
+		}
+		return nil
+	})
 
 	c.st.logf("killing %s (SIGKILL to its init: every process at once)", victim.Name)
 	killed := time.Now()
