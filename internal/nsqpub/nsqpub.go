@@ -8,6 +8,7 @@ package nsqpub
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -28,6 +29,13 @@ type Publisher struct {
 	copies  int
 	log     *logrus.Entry
 
+	// The targets are picked again only when Consul's instances or the node
+	// name change, not per message.
+	pickedFor  <-chan struct{}
+	pickedNode string
+	targets    []discovery.Instance // nil: pick again
+	addrs      []string             // the targets' TCP addresses
+
 	producers map[string]*nsq.Producer // by nsqd TCP address
 	current   atomic.Value             // string: the nsqd in use, for health reports
 }
@@ -39,9 +47,9 @@ func New(node func() string, watch *discovery.Watch, topic string, timeout time.
 }
 
 // NewCopies is New publishing each message to copies nsqd instances (as
-// many as are passing, the local one first).
+// many as are passing, the local one first; at most 8).
 func NewCopies(node func() string, watch *discovery.Watch, topic string, timeout time.Duration, copies int, log *logrus.Entry) *Publisher {
-	return &Publisher{node: node, watch: watch, topic: topic, timeout: timeout, copies: max(copies, 1), log: log,
+	return &Publisher{node: node, watch: watch, topic: topic, timeout: timeout, copies: min(max(copies, 1), 8), log: log,
 		producers: map[string]*nsq.Producer{}}
 }
 
@@ -54,64 +62,74 @@ func (p *Publisher) Addr() string {
 
 var errNoNSQD = errors.New("no passing nsqd in consul")
 
-// Targets are the nsqd instances a message goes to now.
+// Targets are the nsqd instances a message goes to now. The slice is the
+// publisher's own: read it, do not keep it.
 func (p *Publisher) Targets() ([]discovery.Instance, error) {
-	list, _, werr := p.watch.Current()
+	list, changed, werr := p.watch.Current()
 	if len(list) == 0 {
+		p.targets, p.addrs = nil, p.addrs[:0]
 		if werr != nil {
 			return nil, fmt.Errorf("%w: %v", errNoNSQD, werr)
 		}
 		return nil, errNoNSQD
 	}
-	return discovery.PickN(list, p.node(), p.copies), nil
+	node := p.node()
+	if p.targets == nil || changed != p.pickedFor || node != p.pickedNode {
+		p.targets = discovery.PickN(list, node, p.copies)
+		p.addrs = p.addrs[:0]
+		for _, t := range p.targets {
+			p.addrs = append(p.addrs, t.Addr())
+		}
+		p.pickedFor, p.pickedNode = changed, node
+		p.closeOthers()
+	}
+	return p.targets, nil
 }
 
 // Publish sends body to every target and waits for their acknowledgements,
 // at most timeout. It succeeds once one nsqd acknowledged: a copy that
 // failed is logged, and the message is then held by fewer hosts.
 func (p *Publisher) Publish(body []byte) error {
-	targets, err := p.Targets()
-	if err != nil {
+	if _, err := p.Targets(); err != nil {
 		return err
 	}
-	addrs := make([]string, len(targets))
-	for i, t := range targets {
-		addrs[i] = t.Addr()
-	}
-	if err := p.use(addrs); err != nil {
-		return err
-	}
-	done := make(chan *nsq.ProducerTransaction, len(addrs))
+	done := make(chan *nsq.ProducerTransaction, len(p.addrs))
 	var errs []error
-	outstanding := map[string]bool{}
-	for _, addr := range addrs {
-		if err := p.producers[addr].PublishAsync(p.topic, body, done, addr); err != nil {
+	var outstanding uint8 // bit i: waiting for p.addrs[i]
+	for i, addr := range p.addrs {
+		prod, err := p.producer(addr)
+		if err == nil {
+			err = prod.PublishAsync(p.topic, body, done, i)
+		}
+		if err != nil {
 			errs = append(errs, fmt.Errorf("publish to nsqd %s: %w", addr, err))
 			continue
 		}
-		outstanding[addr] = true
+		outstanding |= 1 << i
 	}
 	acked := 0
 	t := time.NewTimer(p.timeout)
 	defer t.Stop()
-	for len(outstanding) > 0 {
+	for outstanding != 0 {
 		select {
 		case tr := <-done:
-			addr := tr.Args[0].(string)
-			delete(outstanding, addr)
+			i := tr.Args[0].(int)
+			outstanding &^= 1 << i
 			if tr.Error != nil {
-				errs = append(errs, fmt.Errorf("publish to nsqd %s: %w", addr, tr.Error))
+				errs = append(errs, fmt.Errorf("publish to nsqd %s: %w", p.addrs[i], tr.Error))
 			} else {
 				acked++
 			}
 		case <-t.C:
 			// An acknowledgement may still come: then nsqd holds the message
 			// and a retry publishes it again, which the averager de-duplicates.
-			for addr := range outstanding {
-				errs = append(errs, fmt.Errorf("publish to nsqd %s: no acknowledgement within %s", addr, p.timeout))
-				p.stop(addr)
+			for i, addr := range p.addrs {
+				if outstanding&(1<<i) != 0 {
+					errs = append(errs, fmt.Errorf("publish to nsqd %s: no acknowledgement within %s", addr, p.timeout))
+					p.stop(addr)
+				}
 			}
-			clear(outstanding)
+			outstanding = 0
 		}
 	}
 	switch {
@@ -123,32 +141,34 @@ func (p *Publisher) Publish(body []byte) error {
 	return nil
 }
 
-// use keeps a producer for each of addrs and closes the others.
-func (p *Publisher) use(addrs []string) error {
-	keep := map[string]bool{}
-	for _, addr := range addrs {
-		keep[addr] = true
-		if p.producers[addr] != nil {
-			continue
-		}
-		cfg := nsq.NewConfig()
-		cfg.DialTimeout = time.Second
-		cfg.WriteTimeout = p.timeout
-		prod, err := nsq.NewProducer(addr, cfg)
-		if err != nil {
-			return fmt.Errorf("nsq producer for %s: %w", addr, err)
-		}
-		prod.SetLogger(nsqlog.New(p.log.WithField("nsqd", addr)), nsq.LogLevelWarning)
-		p.producers[addr] = prod
-		p.log.WithField("nsqd", addr).Info("publishing to nsqd")
+// producer is the producer for addr, made when there is none (first use,
+// or after a timeout closed it).
+func (p *Publisher) producer(addr string) (*nsq.Producer, error) {
+	if prod := p.producers[addr]; prod != nil {
+		return prod, nil
 	}
+	cfg := nsq.NewConfig()
+	cfg.DialTimeout = time.Second
+	cfg.WriteTimeout = p.timeout
+	prod, err := nsq.NewProducer(addr, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("nsq producer for %s: %w", addr, err)
+	}
+	prod.SetLogger(nsqlog.New(p.log.WithField("nsqd", addr)), nsq.LogLevelWarning)
+	p.producers[addr] = prod
+	p.current.Store(strings.Join(p.addrs, ","))
+	p.log.WithField("nsqd", addr).Info("publishing to nsqd")
+	return prod, nil
+}
+
+// closeOthers closes the producers of nsqd that are no longer targets.
+func (p *Publisher) closeOthers() {
 	for addr := range p.producers {
-		if !keep[addr] {
+		if !slices.Contains(p.addrs, addr) {
 			p.stop(addr)
 		}
 	}
-	p.current.Store(strings.Join(addrs, ","))
-	return nil
+	p.current.Store(strings.Join(p.addrs, ","))
 }
 
 func (p *Publisher) stop(addr string) {
@@ -163,6 +183,7 @@ func (p *Publisher) Stop() {
 	for addr := range p.producers {
 		p.stop(addr)
 	}
+	p.targets, p.addrs = nil, p.addrs[:0]
 	p.current.Store("")
 }
 

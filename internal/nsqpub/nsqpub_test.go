@@ -81,6 +81,20 @@ func TestCopiesGoToTwoNSQDAndSurviveOneDown(t *testing.T) {
 	if db := depth(t, b.NSQDHTTP, "copied"); db != 4 {
 		t.Errorf("the live nsqd holds %d, want 4", db)
 	}
+	// Once Consul sees it gone, the targets are picked again: only the live one.
+	testenv.Eventually(t, 30*time.Second, "the publisher's targets without the dead nsqd", func() bool {
+		targets, err := two.Targets()
+		return err == nil && len(targets) == 1 && targets[0].Addr() == b.NSQDTCP
+	})
+	if err := two.Publish([]byte("picked again")); err != nil {
+		t.Fatal(err)
+	}
+	if db := depth(t, b.NSQDHTTP, "copied"); db != 5 {
+		t.Errorf("the live nsqd holds %d, want 5", db)
+	}
+	if got := two.Addr(); got != b.NSQDTCP {
+		t.Errorf("health reports nsqd %q, want %s", got, b.NSQDTCP)
+	}
 	// Both gone: the publish fails, naming them.
 	b.NSQD.Kill()
 	if err := two.Publish([]byte("lost")); err == nil {

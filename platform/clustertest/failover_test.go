@@ -3,8 +3,6 @@ package clustertest
 import (
 	"encoding/json"
 	"fmt"
-	"io"
-	"math/rand/v2"
 	"net/http"
 	"sort"
 	"strconv"
@@ -60,24 +58,8 @@ func (c *cl) startReader() *apiReader {
 }
 
 func (r *apiReader) readOnce() error {
-	addrs, err := r.c.passing("integer-api")
-	if err != nil {
-		return err
-	}
-	if len(addrs) == 0 {
-		return fmt.Errorf("no passing integer-api in Consul")
-	}
-	client := http.Client{Timeout: 5 * time.Second}
-	resp, err := client.Get("http://" + addrs[rand.IntN(len(addrs))] + "/v1/integers/last")
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(body)))
-	}
-	return nil
+	_, err := r.c.lastWindow()
+	return err
 }
 
 // done stops the reader (once; later calls only read) and says how it went.
@@ -87,36 +69,41 @@ func (r *apiReader) done() (total, failed int64, failures []string) {
 	return r.total.Load(), r.failed.Load(), r.failures
 }
 
+// instance is a passing instance of a service, as Consul's health API has it.
+type instance struct {
+	Node    struct{ Node string }
+	Service struct {
+		Address string
+		Port    int
+		Meta    map[string]string
+	}
+}
+
+// healthy lists the passing instances of a service.
+func (c *cl) healthy(service string) ([]instance, error) {
+	var entries []instance
+	err := c.consul.JSON("/v1/health/service/"+service+"?passing=1", &entries)
+	return entries, err
+}
+
 // passing lists address:port of the passing instances of a service.
 func (c *cl) passing(service string) ([]string, error) {
-	var entries []struct {
-		Node    struct{ Node string }
-		Service struct {
-			Address string
-			Port    int
-		}
-	}
-	if err := c.consul.JSON("/v1/health/service/"+service+"?passing=1", &entries); err != nil {
-		return nil, err
-	}
+	entries, err := c.healthy(service)
 	var out []string
 	for _, e := range entries {
 		out = append(out, fmt.Sprintf("%s:%d", e.Service.Address, e.Service.Port))
 	}
-	return out, nil
+	return out, err
 }
 
 // passingOn counts a service's passing instances by Consul node.
 func (c *cl) passingOn(service string) (map[string]int, error) {
-	var entries []struct{ Node struct{ Node string } }
-	if err := c.consul.JSON("/v1/health/service/"+service+"?passing=1", &entries); err != nil {
-		return nil, err
-	}
+	entries, err := c.healthy(service)
 	out := map[string]int{}
 	for _, e := range entries {
 		out[e.Node.Node]++
 	}
-	return out, nil
+	return out, err
 }
 
 // rollout registers a new version of integer-api (a changed meta, as an
@@ -353,13 +340,8 @@ func (c *cl) stopAllocsOn(job, node string) error {
 
 // channelOnEveryNSQD: every passing nsqd has the channel on the topic.
 func (c *cl) channelOnEveryNSQD(channel string) error {
-	var entries []struct {
-		Service struct {
-			Address string
-			Meta    map[string]string
-		}
-	}
-	if err := c.consul.JSON("/v1/health/service/nsqd?passing=1", &entries); err != nil {
+	entries, err := c.healthy("nsqd")
+	if err != nil {
 		return err
 	}
 	if len(entries) != len(c.clients) {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"os"
 	"os/exec"
@@ -217,29 +218,25 @@ type window struct {
 	Count   int     `json:"count"`
 }
 
-// lastWindow asks an integer-api instance that Consul says is passing.
+// lastWindow asks an integer-api instance that Consul says is passing
+// (any one: a client resolving integer-api.service.consul gets any).
 func (c *cl) lastWindow() (*window, error) {
-	var entries []struct {
-		Service struct {
-			Address string
-			Port    int
-		}
-	}
-	if err := c.consul.JSON("/v1/health/service/integer-api?passing=1", &entries); err != nil {
+	addrs, err := c.passing("integer-api")
+	if err != nil {
 		return nil, err
 	}
-	if len(entries) == 0 {
+	if len(addrs) == 0 {
 		return nil, fmt.Errorf("no passing integer-api in Consul")
 	}
-	e := entries[0].Service
-	resp, err := http.Get(fmt.Sprintf("http://%s:%d/v1/integers/last", e.Address, e.Port))
+	client := http.Client{Timeout: 5 * time.Second}
+	resp, err := client.Get("http://" + addrs[rand.IntN(len(addrs))] + "/v1/integers/last")
 	if err != nil {
 		return nil, err
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != 200 {
-		return nil, fmt.Errorf("GET /v1/integers/last: %d %s", resp.StatusCode, body)
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET /v1/integers/last: HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(body)))
 	}
 	var w window
 	return &w, json.Unmarshal(body, &w)

@@ -22,7 +22,7 @@ type topicPublisher struct {
 	topic, channel string
 	client         *http.Client
 
-	ready   map[string]bool // nsqd (TCP address) → topic and channel created
+	ready   map[string]bool // nsqd (Consul service ID) → topic and channel created
 	changed <-chan struct{} // the watch's change signal when ready was filled
 }
 
@@ -53,13 +53,13 @@ func (p *topicPublisher) Publish(body []byte) error {
 		return err
 	}
 	for _, inst := range targets {
-		if p.ready[inst.Addr()] {
+		if p.ready[inst.ID] {
 			continue
 		}
 		if err := p.create(inst); err != nil {
 			return err
 		}
-		p.ready[inst.Addr()] = true
+		p.ready[inst.ID] = true
 	}
 	return p.targetPublisher.Publish(body)
 }
