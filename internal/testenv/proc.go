@@ -7,6 +7,7 @@ package testenv
 import (
 	"bytes"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -66,24 +67,28 @@ var portMu sync.Mutex
 var handedOut = map[int]bool{}
 
 // FreePort returns a loopback TCP port that nothing listens on and that
-// this process has not handed out before.
+// this process has not handed out before. It is drawn from 10000-19999,
+// below the kernel's ephemeral range (where every outgoing connection of
+// the machine takes its local port, so a port seen free there can be gone
+// before the server binds it) and below Nomad's dynamic ports.
 func FreePort(t testing.TB) int {
 	t.Helper()
 	portMu.Lock()
 	defer portMu.Unlock()
-	for i := 0; i < 100; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+	for i := 0; i < 1000; i++ {
+		p := 10000 + rand.IntN(10000)
+		if handedOut[p] {
+			continue
+		}
+		l, err := net.Listen("tcp", Addr(p))
 		if err != nil {
-			t.Fatalf("no free port: %v", err)
+			continue
 		}
-		p := l.Addr().(*net.TCPAddr).Port
 		l.Close()
-		if !handedOut[p] {
-			handedOut[p] = true
-			return p
-		}
+		handedOut[p] = true
+		return p
 	}
-	t.Fatal("no free port after 100 tries")
+	t.Fatal("no free port in 10000-19999 after 1000 tries")
 	return 0
 }
 

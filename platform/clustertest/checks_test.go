@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/pem"
-
 	"fmt"
 	"net"
 	"os"
@@ -14,6 +13,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	consulapi "github.com/hashicorp/consul/api"
+	nomadapi "github.com/hashicorp/nomad/api"
 
 	"github.com/loopstock/loopstock/platform/cluster"
 	"github.com/loopstock/loopstock/platform/flatcar"
@@ -28,8 +30,15 @@ type cl struct {
 	servers, clients []*cluster.Host
 	secrets          *flatcar.Secrets
 
-	consul      *cluster.API // server-1's HTTPS API with the bootstrap (management) token
-	nomad       *cluster.API // server-1's Nomad API with the bootstrap token and the CLI certificate
+	// server-1's agents as the operator reaches them: Consul with the
+	// bootstrap (management) token, Nomad with the bootstrap token and the
+	// CLI certificate. State is read through the typed clients; the raw ones
+	// send the requests whose status code is the check.
+	consulClient *consulapi.Client
+	nomadClient  *nomadapi.Client
+	consul       *cluster.API
+	nomad        *cluster.API
+
 	failedUnits int
 	failedOn    *cluster.Host // the host a failing check was about, for the explanation
 }
@@ -164,23 +173,30 @@ func (c *cl) connectAPIs() {
 	c.t.Helper()
 	var err error
 	s := c.secrets
-	c.consul, err = cluster.NewAPI("https://"+c.servers[0].IP+":8501", s.CA, "server."+datacenter+".consul", "", "", "X-Consul-Token", s.Tokens["consul-bootstrap"].Secret)
-	if err != nil {
+	consulAddr, consulName, consulToken := "https://"+c.servers[0].IP+":8501", "server."+datacenter+".consul", s.Tokens["consul-bootstrap"].Secret
+	nomadAddr, nomadName, nomadToken := "https://"+c.servers[0].IP+":4646", "server.global.nomad", s.Tokens["nomad-bootstrap"].Secret
+	cli := s.Certs["cli"]
+	if c.consul, err = cluster.NewAPI(consulAddr, s.CA, consulName, "", "", "X-Consul-Token", consulToken); err != nil {
 		c.t.Fatal(err)
 	}
-	c.nomad, err = cluster.NewAPI("https://"+c.servers[0].IP+":4646", s.CA, "server.global.nomad", s.Certs["cli"].Cert, s.Certs["cli"].Key, "X-Nomad-Token", s.Tokens["nomad-bootstrap"].Secret)
-	if err != nil {
+	if c.consulClient, err = cluster.NewConsul(consulAddr, s.CA, consulName, "", "", consulToken); err != nil {
+		c.t.Fatal(err)
+	}
+	if c.nomad, err = cluster.NewAPI(nomadAddr, s.CA, nomadName, cli.Cert, cli.Key, "X-Nomad-Token", nomadToken); err != nil {
+		c.t.Fatal(err)
+	}
+	if c.nomadClient, err = cluster.NewNomad(nomadAddr, s.CA, nomadName, cli.Cert, cli.Key, nomadToken); err != nil {
 		c.t.Fatal(err)
 	}
 }
 
 func (c *cl) consulPeers() error {
-	var leader string
-	if err := c.consul.JSON("/v1/status/leader", &leader); err != nil {
+	leader, err := c.consulClient.Status().Leader()
+	if err != nil {
 		return err
 	}
-	var peers []string
-	if err := c.consul.JSON("/v1/status/peers", &peers); err != nil {
+	peers, err := c.consulClient.Status().Peers()
+	if err != nil {
 		return err
 	}
 	if leader == "" || len(peers) != 3 {
@@ -195,12 +211,11 @@ func (c *cl) consulPeers() error {
 }
 
 func (c *cl) aclBootstrapped() error {
-	var self struct{ AccessorID string }
-	if err := c.consul.JSON("/v1/acl/token/self", &self); err != nil {
+	if _, _, err := c.consulClient.ACL().TokenReadSelf(nil); err != nil {
 		return err
 	}
 	for _, n := range flatcar.ConsulTokens {
-		if err := c.consul.JSON("/v1/acl/token/"+c.secrets.Tokens[n].Accessor, &self); err != nil {
+		if _, _, err := c.consulClient.ACL().TokenRead(c.secrets.Tokens[n].Accessor, nil); err != nil {
 			return fmt.Errorf("token %s: %w", n, err)
 		}
 	}
@@ -208,12 +223,12 @@ func (c *cl) aclBootstrapped() error {
 }
 
 func (c *cl) nomadServers() error {
-	var leader string
-	if err := c.nomad.JSON("/v1/status/leader", &leader); err != nil {
+	leader, err := c.nomadClient.Status().Leader()
+	if err != nil {
 		return err
 	}
-	var peers []string
-	if err := c.nomad.JSON("/v1/status/peers", &peers); err != nil {
+	peers, err := c.nomadClient.Status().Peers()
+	if err != nil {
 		return err
 	}
 	if leader == "" || len(peers) != 3 {
@@ -222,21 +237,25 @@ func (c *cl) nomadServers() error {
 	return nil
 }
 
-type nomadNode struct {
-	ID, Name, Address, Status, SchedulingEligibility string
-	Drain                                            bool
-}
-
-func (c *cl) nodes() (map[string]nomadNode, error) {
-	var list []nomadNode
-	if err := c.nomad.JSON("/v1/nodes", &list); err != nil {
+// nodes are Nomad's nodes by name.
+func (c *cl) nodes() (map[string]*nomadapi.NodeListStub, error) {
+	list, _, err := c.nomadClient.Nodes().List(nil)
+	if err != nil {
 		return nil, err
 	}
-	m := map[string]nomadNode{}
+	m := map[string]*nomadapi.NodeListStub{}
 	for _, n := range list {
 		m[n.Name] = n
 	}
 	return m, nil
+}
+
+// nodeState is what a failing check says of a node (nil: not registered).
+func nodeState(n *nomadapi.NodeListStub) string {
+	if n == nil {
+		return "not registered"
+	}
+	return fmt.Sprintf("status %s, %s, drain %t, address %s", n.Status, n.SchedulingEligibility, n.Drain, n.Address)
 }
 
 func (c *cl) nomadClients() error {
@@ -245,9 +264,9 @@ func (c *cl) nomadClients() error {
 		return err
 	}
 	for _, h := range c.clients {
-		n, ok := nodes[h.Name]
-		if !ok || n.Status != "ready" || n.SchedulingEligibility != "eligible" {
-			return fmt.Errorf("%s: %+v", h.Name, n)
+		n := nodes[h.Name]
+		if n == nil || n.Status != "ready" || n.SchedulingEligibility != "eligible" {
+			return fmt.Errorf("%s: %s", h.Name, nodeState(n))
 		}
 		if n.Address != h.IP {
 			return fmt.Errorf("%s advertises %s, not its cluster address %s", h.Name, n.Address, h.IP)
@@ -305,6 +324,8 @@ func (c *cl) unitsAsDesigned() error {
 	return nil
 }
 
+// aclDefaultDeny and servicesToken send raw requests: the status code (a
+// refusal, or what one token may do beside what it may not) is the check.
 func (c *cl) aclDefaultDeny() error {
 	anon := c.consul.WithToken("")
 	if code, body, err := anon.Do("PUT", "/v1/kv/loopstock/anonymous", "x"); err != nil || code != 403 {
@@ -337,6 +358,7 @@ func (c *cl) servicesToken() error {
 	return nil
 }
 
+// tlsOnly stays raw: it checks each server's TLS handshake, anonymously.
 func (c *cl) tlsOnly() error {
 	for _, h := range c.servers {
 		if conn, err := net.DialTimeout("tcp", h.IP+":8500", 2*time.Second); err == nil {
@@ -356,16 +378,18 @@ func (c *cl) tlsOnly() error {
 }
 
 func (c *cl) nomadACL() error {
+	// Raw: the 403 is the check.
 	anon := c.nomad.WithToken("")
 	if code, body, err := anon.Do("GET", "/v1/jobs", ""); err != nil || code != 403 {
 		return fmt.Errorf("anonymous job list: %d %s %v", code, body, err)
 	}
-	if code, body, err := c.nomad.Do("GET", "/v1/jobs", ""); err != nil || code != 200 {
-		return fmt.Errorf("job list with the bootstrap token: %d %s %v", code, body, err)
+	if _, _, err := c.nomadClient.Jobs().List(nil); err != nil {
+		return fmt.Errorf("job list with the bootstrap token: %v", err)
 	}
 	return nil
 }
 
+// consulUI stays raw: the UI is a page, not an API the client knows.
 func (c *cl) consulUI() error {
 	for _, h := range c.servers {
 		api, _ := cluster.NewAPI("https://"+h.IP+":8501", c.secrets.CA, "server."+datacenter+".consul", "", "", "X-Consul-Token", "")
@@ -403,8 +427,8 @@ func (c *cl) gossipEncrypted() error {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	var members []struct{ Name string }
-	if err := c.consul.JSON("/v1/agent/members", &members); err != nil {
+	members, err := c.consulClient.Agent().Members(false)
+	if err != nil {
 		return err
 	}
 	for _, m := range members {
@@ -529,17 +553,17 @@ var holderRE = regexp.MustCompile(`^[a-z0-9-]+$`)
 
 // holder is the node that holds the reboot slot, "" when free.
 func (c *cl) holder() (string, error) {
-	code, body, err := c.consul.Do("GET", "/v1/kv/loopstock/reboot/holder?raw", "")
+	pair, _, err := c.consulClient.KV().Get("loopstock/reboot/holder", nil)
 	if err != nil {
 		return "", err
 	}
-	if code == 404 {
+	if pair == nil {
 		return "", nil
 	}
-	if code != 200 || !holderRE.Match(body) {
-		return "", fmt.Errorf("reboot slot: %d %q", code, body)
+	if !holderRE.Match(pair.Value) {
+		return "", fmt.Errorf("reboot slot: %q", pair.Value)
 	}
-	return string(body), nil
+	return string(pair.Value), nil
 }
 
 // rebootCycle: a node that holds the slot and dies does not block the
@@ -607,8 +631,8 @@ func (c *cl) rebootCycle() error {
 	if err != nil {
 		return err
 	}
-	if n := nodes[next.Name]; n.SchedulingEligibility != "ineligible" {
-		return fmt.Errorf("%s rebooted without being drained: %+v", next.Name, n)
+	if n := nodes[next.Name]; n == nil || n.SchedulingEligibility != "ineligible" {
+		return fmt.Errorf("%s rebooted without being drained: %s", next.Name, nodeState(n))
 	}
 	// Down for its reboot, it still holds the slot: nobody else may go.
 	if h, err := c.holder(); err != nil || h != next.Name {
@@ -636,10 +660,19 @@ func (c *cl) rebootCycle() error {
 		return err
 	}
 	c.waitFor(next.Name+" ready after a restart of nomad", 2*time.Minute, c.nomadClients)
-	var node struct{ Drain bool }
-	nodes, _ = c.nodes()
-	if err := c.nomad.JSON("/v1/node/"+nodes[next.Name].ID, &node); err != nil || node.Drain {
-		return fmt.Errorf("%s drained by a restart of nomad: %+v %v", next.Name, node, err)
+	if nodes, err = c.nodes(); err != nil {
+		return err
+	}
+	n := nodes[next.Name]
+	if n == nil {
+		return fmt.Errorf("%s not registered after a restart of nomad", next.Name)
+	}
+	node, _, err := c.nomadClient.Nodes().Info(n.ID, nil)
+	if err != nil {
+		return fmt.Errorf("%s after a restart of nomad: %v", next.Name, err)
+	}
+	if node.Drain {
+		return fmt.Errorf("%s drained by a restart of nomad", next.Name)
 	}
 	return nil
 }

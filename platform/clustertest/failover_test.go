@@ -11,6 +11,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	consulapi "github.com/hashicorp/consul/api"
+	nomadapi "github.com/hashicorp/nomad/api"
+
 	"github.com/loopstock/loopstock/internal/testenv"
 	"github.com/loopstock/loopstock/internal/windowapi"
 	"github.com/loopstock/loopstock/internal/windowcheck"
@@ -69,20 +72,9 @@ func (r *apiReader) done() (total, failed int64, failures []string) {
 	return r.total.Load(), r.failed.Load(), r.failures
 }
 
-// instance is a passing instance of a service, as Consul's health API has it.
-type instance struct {
-	Node    struct{ Node string }
-	Service struct {
-		Address string
-		Port    int
-		Meta    map[string]string
-	}
-}
-
 // healthy lists the passing instances of a service.
-func (c *cl) healthy(service string) ([]instance, error) {
-	var entries []instance
-	err := c.consul.JSON("/v1/health/service/"+service+"?passing=1", &entries)
+func (c *cl) healthy(service string) ([]*consulapi.ServiceEntry, error) {
+	entries, _, err := c.consulClient.Health().Service(service, "", true, nil)
 	return entries, err
 }
 
@@ -110,6 +102,8 @@ func (c *cl) passingOn(service string) (map[string]int, error) {
 // edited job file run again) and waits for its deployment to succeed,
 // while a reader keeps asking: it returns the failed requests.
 func (c *cl) rollout() (failed int64, err error) {
+	// The job goes back raw, as the agent gave it: a nomad/api Job, newer
+	// than the agent, could drop or add fields and change more than meta.
 	var job map[string]any
 	if err := c.nomad.JSON("/v1/job/integer-api", &job); err != nil {
 		return 0, err
@@ -131,16 +125,13 @@ func (c *cl) rollout() (failed int64, err error) {
 	}
 	want := int(version) + 1
 	c.waitFor(fmt.Sprintf("integer-api version %d rolled out (deployment successful)", want), 5*time.Minute, func() error {
-		var d struct {
-			JobVersion        int
-			Status            string
-			StatusDescription string
-		}
-		if err := c.nomad.JSON("/v1/job/integer-api/deployment", &d); err != nil {
-			return err
-		}
+		d, _, err := c.nomadClient.Jobs().LatestDeployment("integer-api", nil)
 		switch {
-		case d.JobVersion < want:
+		case err != nil:
+			return err
+		case d == nil:
+			return fmt.Errorf("no deployment")
+		case d.JobVersion < uint64(want):
 			return fmt.Errorf("deployment of version %d", d.JobVersion)
 		case d.Status == "failed":
 			return fmt.Errorf("deployment failed: %s", d.StatusDescription)
@@ -153,8 +144,8 @@ func (c *cl) rollout() (failed int64, err error) {
 	// stopped last is still in its shutdown delay when the deployment is
 	// marked successful.
 	c.waitFor("every old integer-api instance exited", 2*time.Minute, func() error {
-		var allocs []struct{ ID, DesiredStatus, ClientStatus string }
-		if err := c.nomad.JSON("/v1/job/integer-api/allocations", &allocs); err != nil {
+		allocs, _, err := c.nomadClient.Jobs().Allocations("integer-api", false, nil)
+		if err != nil {
 			return err
 		}
 		for _, a := range allocs {
@@ -304,34 +295,34 @@ func (c *cl) servicesBackOn(node string) error {
 
 // leaderNode is the Consul node of the session holding the averager's key.
 func (c *cl) leaderNode() (string, error) {
-	var kv []struct{ Session string }
-	if err := c.consul.JSON("/v1/kv/loopstock/integeraverage-cal/leader", &kv); err != nil {
+	kv, _, err := c.consulClient.KV().Get("loopstock/integeraverage-cal/leader", nil)
+	if err != nil {
 		return "", err
 	}
-	if len(kv) == 0 || kv[0].Session == "" {
+	if kv == nil || kv.Session == "" {
 		return "", fmt.Errorf("no averager holds the leader key")
 	}
-	var s []struct{ Node string }
-	if err := c.consul.JSON("/v1/session/info/"+kv[0].Session, &s); err != nil {
+	s, _, err := c.consulClient.Session().Info(kv.Session, nil)
+	if err != nil {
 		return "", err
 	}
-	if len(s) == 0 {
-		return "", fmt.Errorf("the leader's session %s is gone", kv[0].Session)
+	if s == nil {
+		return "", fmt.Errorf("the leader's session %s is gone", kv.Session)
 	}
-	return s[0].Node, nil
+	return s.Node, nil
 }
 
 // stopAllocsOn stops a job's running allocations on a node (Nomad places
 // replacements): the graceful stop an operator's nomad alloc stop does.
 func (c *cl) stopAllocsOn(job, node string) error {
-	var allocs []struct{ ID, NodeName, DesiredStatus string }
-	if err := c.nomad.JSON("/v1/job/"+job+"/allocations", &allocs); err != nil {
+	allocs, _, err := c.nomadClient.Jobs().Allocations(job, false, nil)
+	if err != nil {
 		return err
 	}
 	for _, a := range allocs {
 		if a.NodeName == node && a.DesiredStatus == "run" {
-			if code, out, err := c.nomad.Do("POST", "/v1/allocation/"+a.ID+"/stop", ""); err != nil || code != http.StatusOK {
-				return fmt.Errorf("stopping %s: %v %d %s", a.ID, err, code, out)
+			if _, err := c.nomadClient.Allocations().Stop(&nomadapi.Allocation{ID: a.ID}, nil); err != nil {
+				return fmt.Errorf("stopping %s: %v", a.ID, err)
 			}
 		}
 	}

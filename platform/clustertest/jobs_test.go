@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/loopstock/loopstock/internal/testenv"
+	"github.com/loopstock/loopstock/platform/deploy"
 )
 
 // repoDir is the checkout, from platform/clustertest.
@@ -90,6 +91,14 @@ func (c *cl) deployJobs(serve func(urlPath, file string) string) (*jobsResult, e
 		return nil, fmt.Errorf("make nomad-run: %v", err)
 	}
 	res := &jobsResult{}
+	// make nomad-run returned once this held; it is checked again from here.
+	c.waitFor("the stack ready (deploy.NotReady: allocations running and healthy, services passing)", 3*time.Minute, func() error {
+		pending, err := deploy.NotReady(c.ctx, c.nomadClient, c.consulClient, deploy.Jobs, deploy.Services)
+		if err == nil && len(pending) > 0 {
+			err = fmt.Errorf("%s", strings.Join(pending, "; "))
+		}
+		return err
+	})
 	c.waitFor("every allocation running", 3*time.Minute, func() error { return c.allocationsRunning(res) })
 	c.waitFor("every service passing in Consul", 3*time.Minute, func() error { return c.servicesPassing(res) })
 	healthy := time.Now()
@@ -137,16 +146,18 @@ func (c *cl) make(env []string, target string) (string, error) {
 	return string(out), err
 }
 
+// allocationsRunning counts the jobs whose every wanted allocation runs,
+// for the summary line: every job Nomad has, not only the stack's.
 func (c *cl) allocationsRunning(res *jobsResult) error {
-	var jobs []struct{ ID, Type, Status string }
-	if err := c.nomad.JSON("/v1/jobs", &jobs); err != nil {
+	jobs, _, err := c.nomadClient.Jobs().List(nil)
+	if err != nil {
 		return err
 	}
 	res.jobs, res.jobsRunning = 0, 0
 	var problems []string
 	for _, j := range jobs {
-		var allocs []struct{ ID, TaskGroup, ClientStatus, DesiredStatus string }
-		if err := c.nomad.JSON("/v1/job/"+j.ID+"/allocations", &allocs); err != nil {
+		allocs, _, err := c.nomadClient.Jobs().Allocations(j.ID, false, nil)
+		if err != nil {
 			return err
 		}
 		res.jobs++
@@ -167,11 +178,12 @@ func (c *cl) allocationsRunning(res *jobsResult) error {
 	return nil
 }
 
-// servicesPassing: every instance of every service the jobs registered is
-// passing its checks.
+// servicesPassing counts the service instances in Consul passing every
+// check, for the summary line: every service registered, not only those
+// the readiness check names.
 func (c *cl) servicesPassing(res *jobsResult) error {
-	var services map[string][]string
-	if err := c.consul.JSON("/v1/catalog/services", &services); err != nil {
+	services, _, err := c.consulClient.Catalog().Services(nil)
+	if err != nil {
 		return err
 	}
 	res.services, res.passing = 0, 0
@@ -185,11 +197,8 @@ func (c *cl) servicesPassing(res *jobsResult) error {
 	}
 	sort.Strings(names)
 	for _, name := range names {
-		var entries []struct {
-			Service struct{ ID string }
-			Checks  []struct{ Status, CheckID string }
-		}
-		if err := c.consul.JSON("/v1/health/service/"+name, &entries); err != nil {
+		entries, _, err := c.consulClient.Health().Service(name, "", false, nil)
+		if err != nil {
 			return err
 		}
 		for _, e := range entries {

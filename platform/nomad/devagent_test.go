@@ -2,26 +2,30 @@ package nomad
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/nomad/api"
+
 	"github.com/loopstock/loopstock/internal/testenv"
+	"github.com/loopstock/loopstock/platform/deploy"
 )
 
-// TestNomadRunOnDevAgents runs `make nomad-run`'s script against Consul and
-// Nomad dev agents on 127.0.0.1: when it returns, every allocation is
-// running and healthy and the addresses it prints answer. Then a Redis
-// allocation is replaced and the script run again: unchanged jobs start no
-// deployment, so only its own wait keeps it from returning early.
+// TestNomadRunOnDevAgents runs make nomad-run's command against Consul and
+// Nomad dev agents it starts on 127.0.0.1: when it returns, the readiness
+// check it shares with the cluster test finds nothing pending, and the
+// addresses it prints answer. Then a Redis allocation is replaced and the
+// command run again: unchanged jobs start no deployment, so only its own
+// wait keeps it from returning early. make nomad-stop leaves no process of
+// the stack behind.
 func TestNomadRunOnDevAgents(t *testing.T) {
 	nomad := nomadBin(t)
 	root, _ := filepath.Abs("..")
@@ -36,36 +40,49 @@ func TestNomadRunOnDevAgents(t *testing.T) {
 	case listening("127.0.0.1:8500") || listening("127.0.0.1:4646"):
 		t.Skip("Consul (:8500) or Nomad (:4646) already listens on 127.0.0.1: stop make run or make nomad-stop first")
 	}
-	if out, err := exec.Command("make", "-C", root, "build").CombinedOutput(); err != nil {
-		t.Fatalf("make build: %v\n%s", err, out)
+	if out, err := exec.Command("make", "-C", root, "build", filepath.Join(bin, "nomad-run")).CombinedOutput(); err != nil {
+		t.Fatalf("make build .bin/nomad-run: %v\n%s", err, out)
 	}
-	nomadDir := t.TempDir()
-	if err := os.Symlink(nomad, filepath.Join(nomadDir, "nomad")); err != nil {
-		t.Fatal(err)
-	}
-	env := []string{"PATH=" + nomadDir + ":" + bin + ":" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
-	run := func(script string) string {
+	env := []string{"PATH=" + bin + ":" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "NOMAD_BIN=" + nomad}
+	run := func(args ...string) string {
 		ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 		defer cancel()
-		// The scripts run with an empty hostname (a new UTS namespace): a
+		// The command runs with an empty hostname (a new UTS namespace): a
 		// machine's name must not decide whether the dev agents come up.
 		self, err := os.Executable()
 		if err != nil {
 			t.Fatal(err)
 		}
-		cmd := exec.CommandContext(ctx, self, filepath.Join(root, "scripts", script))
+		cmd := exec.CommandContext(ctx, self, append([]string{filepath.Join(bin, "nomad-run"), "--repo", root}, args...)...)
 		cmd.Env = append(env, emptyHostnameExec+"=1")
 		cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWUTS}
 		out, err := cmd.CombinedOutput()
 		if err != nil {
-			t.Fatalf("scripts/%s: %v\n%s", script, err, out)
+			t.Fatalf("nomad-run %v: %v\n%s", args, err, out)
 		}
 		return string(out)
 	}
-	t.Cleanup(func() { run("nomad-stop") })
+	stopped := false
+	t.Cleanup(func() {
+		if !stopped {
+			run("stop")
+		}
+	})
 
-	out := run("nomad-run")
-	allRunningAndHealthy(t, "after the first run", nil)
+	out := run()
+	consul, client, err := deploy.DevClients()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ready := func(when string) {
+		t.Helper()
+		jobs := append([]string{}, deploy.Jobs...)
+		pending, err := deploy.NotReady(context.Background(), client, consul, jobs, deploy.Services)
+		if err != nil || len(pending) > 0 {
+			t.Fatalf("%s: nomad-run returned, and the readiness check says (%v):\n  %s", when, err, strings.Join(pending, "\n  "))
+		}
+	}
+	ready("after the first run")
 	addrs := map[string]string{}
 	for _, name := range []string{"nsqadmin", "API"} {
 		m := regexp.MustCompile(`(?m)^\s*` + name + `\s+http://(127\.0\.0\.1:\d+)`).FindStringSubmatch(out)
@@ -91,92 +108,73 @@ func TestNomadRunOnDevAgents(t *testing.T) {
 
 	// Redis keeps out a client without its password (make nomad-run's Nomad
 	// variable), which integer-api has: the window above went through it.
-	var redis []struct {
-		Service struct {
-			Address string
-			Port    int
-		}
+	redis, err := deploy.Addresses(context.Background(), consul, "redis")
+	if err != nil || len(redis) != 1 {
+		t.Fatalf("redis in Consul: %v %v", err, redis)
 	}
-	if _, err := testenv.GetJSON("http://127.0.0.1:8500/v1/health/service/redis?passing=1", &redis); err != nil || len(redis) != 1 {
-		t.Fatalf("redis in Consul: %v %+v", err, redis)
-	}
-	if err := testenv.RedisRefusesAnonymous(fmt.Sprintf("%s:%d", redis[0].Service.Address, redis[0].Service.Port)); err != nil {
+	if err := testenv.RedisRefusesAnonymous(redis[0]); err != nil {
 		t.Error(err)
 	}
 
-	var stopped string
-	for _, a := range allocations(t) {
-		if a.JobID == "redis" && a.DesiredStatus == "run" {
-			stopped = a.ID
-		}
-	}
-	if err := exec.Command(nomad, "alloc", "stop", "-detach", stopped).Run(); err != nil {
-		t.Fatalf("nomad alloc stop %s: %v", stopped, err)
-	}
-	// Wait until Nomad has taken the stop in: the allocation no longer wanted.
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
-		wanted := false
-		for _, a := range allocations(t) {
-			wanted = wanted || (a.ID == stopped && a.DesiredStatus == "run")
-		}
-		if !wanted {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("redis allocation %s still wanted 30 s after nomad alloc stop", stopped)
-		}
-	}
-	run("nomad-run")
-	allRunningAndHealthy(t, "after a Redis allocation was replaced and nomad-run ran again", map[string]string{"redis": stopped})
-}
-
-type alloc struct {
-	ID, JobID, TaskGroup, DesiredStatus, ClientStatus string
-	DeploymentStatus                                  *struct{ Healthy *bool }
-}
-
-func allocations(t *testing.T) []alloc {
-	resp, err := http.Get("http://127.0.0.1:4646/v1/allocations")
+	allocs, _, err := client.Jobs().Allocations("redis", false, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	var out []alloc
-	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
-		t.Fatal(err)
+	var replaced string
+	for _, a := range allocs {
+		if a.DesiredStatus == "run" {
+			replaced = a.ID
+		}
 	}
-	return out
+	if _, err := client.Allocations().Stop(&api.Allocation{ID: replaced}, nil); err != nil {
+		t.Fatalf("stopping redis allocation %s: %v", replaced, err)
+	}
+	// Wait until Nomad has taken the stop in: the allocation no longer wanted.
+	testenv.Eventually(t, 30*time.Second, "the stopped redis allocation no longer wanted", func() bool {
+		a, _, err := client.Allocations().Info(replaced, nil)
+		return err == nil && a.DesiredStatus != "run"
+	})
+	run()
+	ready("after a Redis allocation was replaced and nomad-run ran again")
+	if a, _, err := client.Allocations().Info(replaced, nil); err != nil || a.DesiredStatus == "run" {
+		t.Errorf("the stopped redis allocation %s is wanted again (%v)", replaced, err)
+	}
+
+	// make nomad-stop: the jobs, the agents and every task process gone.
+	out = run("stop")
+	stopped = true
+	if !strings.Contains(out, "stopped redis") || !strings.Contains(out, "stopped the nomad dev agent") {
+		t.Errorf("nomad-run stop did not say it stopped the jobs and the agents:\n%s", out)
+	}
+	if left := deploy.Leftovers(filepath.Join(root, ".data", "nomad-dev")); len(left) > 0 {
+		t.Errorf("processes of the stack still run after nomad-run stop: %+v", left)
+	}
+	for _, p := range stackProcesses(bin) {
+		t.Errorf("a process of the stack still runs after nomad-run stop: %s", p)
+	}
+	if listening("127.0.0.1:8500") || listening("127.0.0.1:4646") {
+		t.Error("Consul or Nomad still listens after nomad-run stop")
+	}
 }
 
-// allRunningAndHealthy: every job nomad-run deploys has an allocation, and
-// every allocation meant to run is running and, where Nomad tracks it in a
-// deployment, healthy. replaced names allocations that must not count.
-func allRunningAndHealthy(t *testing.T, when string, replaced map[string]string) {
-	t.Helper()
-	seen := map[string]bool{}
-	for _, a := range allocations(t) {
-		if a.DesiredStatus != "run" {
+// stackProcesses are the running processes whose program is one of the
+// stack's: the services and tools in .bin, or a redis-server.
+func stackProcesses(bin string) []string {
+	entries, _ := os.ReadDir("/proc")
+	var out []string
+	for _, e := range entries {
+		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil || len(cmdline) == 0 {
 			continue
 		}
-		if replaced[a.JobID] == a.ID {
-			t.Errorf("%s: %s's stopped allocation %s still wanted", when, a.JobID, a.ID)
-		}
-		seen[a.JobID] = true
-		healthy := a.DeploymentStatus == nil || (a.DeploymentStatus.Healthy != nil && *a.DeploymentStatus.Healthy)
-		if a.ClientStatus != "running" || !healthy {
-			h := "unknown"
-			if a.DeploymentStatus != nil && a.DeploymentStatus.Healthy != nil {
-				h = fmt.Sprint(*a.DeploymentStatus.Healthy)
+		argv0 := strings.SplitN(string(cmdline), "\x00", 2)[0]
+		if strings.HasPrefix(argv0, bin+"/") || filepath.Base(argv0) == "redis-server" {
+			if stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat")); err == nil && !strings.Contains(string(stat), ") Z ") {
+				out = append(out, e.Name()+" "+strings.ReplaceAll(string(cmdline), "\x00", " "))
 			}
-			t.Errorf("%s: nomad-run returned while %s/%s allocation %s was %s (healthy: %s)",
-				when, a.JobID, a.TaskGroup, a.ID[:8], a.ClientStatus, h)
 		}
 	}
-	for _, job := range []string{"redis", "nsq", "nsqd", "integer-api", "integeraverage-cal", "integer-gen"} {
-		if !seen[job] {
-			t.Errorf("%s: job %s has no allocation to run", when, job)
-		}
-	}
+	return out
 }
 
 func get(t *testing.T, url string) int {

@@ -1,9 +1,10 @@
 // Package terraform holds the Terraform modules (one per platform) and
-// their example roots. Their providers cannot be downloaded in CI, so
-// `tofu validate` cannot run here; these tests check what it would: every
-// file parses and is in canonical format, every var.x is declared, every
-// declared variable is used, and every module call passes exactly the
+// their example roots. These tests need neither OpenTofu nor providers:
+// every file parses and is in canonical format, every var.x is declared,
+// every declared variable is used, and every module call passes exactly the
 // variables the called module declares (all required ones included).
+// `tofu validate` itself runs in platform/tofu (make test-terraform), on
+// every example whose providers are at hand.
 package terraform
 
 import (

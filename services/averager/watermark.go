@@ -11,6 +11,7 @@ import (
 	consul "github.com/hashicorp/consul/api"
 	"github.com/sirupsen/logrus"
 
+	"github.com/loopstock/loopstock/internal/watch"
 	"github.com/loopstock/loopstock/internal/window"
 	"github.com/loopstock/loopstock/internal/wire"
 )
@@ -127,58 +128,48 @@ func (w *generatorWatch) Live() (map[wire.InstanceID]struct{}, bool) {
 const liveWait = 30 * time.Second
 
 func (w *generatorWatch) run(ctx context.Context) {
-	var index uint64
 	failing := false
-	for ctx.Err() == nil {
-		qctx, cancel := context.WithTimeout(ctx, liveWait+5*time.Second)
-		pairs, meta, err := w.kv.List(w.prefix, (&consul.QueryOptions{WaitIndex: index, WaitTime: liveWait}).WithContext(qctx))
-		cancel()
-		if err != nil {
+	o := watch.Options{Wait: liveWait, Backoff: watch.Backoff{First: time.Second, Max: time.Second},
+		OnError: func(err error, _ time.Duration) error {
 			// Not knowing who is live, windows wait for their grace.
 			w.cur.Store(nil)
-			if !failing && ctx.Err() == nil {
+			if !failing {
 				w.log.WithError(err).Warn("reading the live generators from consul; windows wait for --grace meanwhile")
 			}
 			failing = true
-			index = 0
-			select {
-			case <-ctx.Done():
-			case <-time.After(time.Second):
-			}
+			return nil
+		}}
+	watch.Run(ctx, o, func(q *consul.QueryOptions) (consul.KVPairs, *consul.QueryMeta, error) {
+		return w.kv.List(w.prefix, q)
+	}, func(pairs consul.KVPairs) (watch.Next, error) {
+		failing = false
+		w.cur.Store(liveSet(pairs))
+		return watch.WaitForChange, nil
+	})
+}
+
+// liveSet names the generators whose index key is locked, or is nil when
+// one of them cannot be named: it could hold any window.
+func liveSet(pairs consul.KVPairs) *map[wire.InstanceID]struct{} {
+	live := map[wire.InstanceID]struct{}{}
+	for _, p := range pairs {
+		if p.Session == "" {
 			continue
 		}
-		failing = false
-		if meta.LastIndex < index {
-			index = 0 // the index went back (a restored Consul): start over
-		} else {
-			index = meta.LastIndex
+		var v struct {
+			Instance string `json:"instance"`
 		}
-		live := map[wire.InstanceID]struct{}{}
-		known := true
-		for _, p := range pairs {
-			if p.Session == "" {
-				continue
-			}
-			var v struct {
-				Instance string `json:"instance"`
-			}
-			var id wire.InstanceID
-			err := json.Unmarshal(p.Value, &v)
-			var b []byte
-			if err == nil {
-				b, err = hex.DecodeString(v.Instance)
-			}
-			if err != nil || len(b) != len(id) {
-				known = false // a live generator that cannot be named could hold any window
-				break
-			}
-			copy(id[:], b)
-			live[id] = struct{}{}
+		var id wire.InstanceID
+		err := json.Unmarshal(p.Value, &v)
+		var b []byte
+		if err == nil {
+			b, err = hex.DecodeString(v.Instance)
 		}
-		if known {
-			w.cur.Store(&live)
-		} else {
-			w.cur.Store(nil)
+		if err != nil || len(b) != len(id) {
+			return nil
 		}
+		copy(id[:], b)
+		live[id] = struct{}{}
 	}
+	return &live
 }

@@ -1,9 +1,11 @@
 package averager
 
 import (
+	"encoding/hex"
 	"testing"
 	"time"
 
+	consul "github.com/hashicorp/consul/api"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/loopstock/loopstock/internal/window"
@@ -231,5 +233,26 @@ func TestAWindowsLastSlotDoneClosesIt(t *testing.T) {
 	r.advance(t, 0)
 	if w := r.store.windows[t0]; w == nil || w.Count != 3 || w.Sum != 9 {
 		t.Fatalf("window %+v, want written with count 3 sum 9 once both generators finished its last slot", w)
+	}
+}
+
+// The live set counts locked index keys only, and is unknown (nil) when a
+// locked key does not name its generator.
+func TestLiveSetNamesTheLockedIndices(t *testing.T) {
+	named := func(id wire.InstanceID, session string) *consul.KVPair {
+		return &consul.KVPair{Key: "gen/index/" + id.String(), Session: session, Value: []byte(`{"instance":"` + hex.EncodeToString(id[:]) + `"}`)}
+	}
+	live := liveSet(consul.KVPairs{named(gen, "s1"), named(genB, "")})
+	if live == nil || len(*live) != 1 {
+		t.Fatalf("live %v, want only the locked generator", live)
+	}
+	if _, ok := (*live)[gen]; !ok {
+		t.Fatalf("live %v lacks the locked generator", *live)
+	}
+	if got := liveSet(consul.KVPairs{named(gen, "s1"), {Key: "gen/index/1", Session: "s2", Value: []byte("not json")}}); got != nil {
+		t.Fatalf("live %v, want unknown with a locked key that names no generator", *got)
+	}
+	if got := liveSet(nil); got == nil || len(*got) != 0 {
+		t.Fatalf("live %v, want known and empty with no key", got)
 	}
 }

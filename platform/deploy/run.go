@@ -1,0 +1,417 @@
+package deploy
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	consulapi "github.com/hashicorp/consul/api"
+	nomadapi "github.com/hashicorp/nomad/api"
+)
+
+// Jobs are the job files make nomad-run deploys, in order: what a job
+// finds through Consul is deployed before it.
+var Jobs = []string{"redis", "nsq", "nsqd", "integer-api", "integeraverage-cal", "integer-gen"}
+
+// Services are what those jobs register in Consul (the last three
+// register themselves).
+var Services = []string{"redis", "nsqlookupd", "nsqadmin", "nsqd", "integer-api", "integeraverage-cal", "integer-gen"}
+
+// Secrets are the items of each job's Nomad variable (nomad/jobs/<job>)
+// that its templates read; on a cluster the services and monitoring also
+// get the Consul ACL token and CA (ConsulSecrets).
+var Secrets = map[string][]string{
+	"redis":              {"redis_password"},
+	"integer-api":        {"write_token", "redis_password"},
+	"integeraverage-cal": {"write_token"},
+}
+
+// ConsulSecrets are the jobs that read consul_token and consul_ca when
+// Consul has ACLs and TLS (consul_tls).
+var ConsulSecrets = []string{"integer-api", "integeraverage-cal", "integer-gen", "monitoring"}
+
+// Options are make nomad-run's settings: the checkout and the operator's
+// environment (NOMAD_*, CONSUL_*, NOMAD_VAR_*, NOMAD_RUN_*).
+type Options struct {
+	Repo    string        // the checkout: nomad/ and .bin/ are in it
+	Data    string        // .data: the generated secrets and the dev agents' state
+	Timeout time.Duration // how long to wait for every job to be healthy
+	Env     []string      // the environment, KEY=VALUE
+	Out     io.Writer
+}
+
+func (o Options) env(key string) string {
+	for i := len(o.Env) - 1; i >= 0; i-- {
+		if k, v, ok := strings.Cut(o.Env[i], "="); ok && k == key {
+			return v
+		}
+	}
+	return ""
+}
+
+func (o Options) cluster() bool { return o.env("NOMAD_ADDR") != "" }
+
+func (o Options) monitoring() bool {
+	if o.cluster() {
+		return o.env("NOMAD_RUN_MONITORING") != "no"
+	}
+	_, errP := exec.LookPath("prometheus")
+	_, errG := exec.LookPath("grafana")
+	return errP == nil && errG == nil
+}
+
+var sha256Hex = regexp.MustCompile(`^[0-9a-fA-F]{64}$`)
+
+// OperatorProblems are what keeps a cluster deploy from starting: each
+// names the setting and what to set it to. Nothing reaches Nomad while
+// there is one.
+func (o Options) OperatorProblems() []string {
+	var problems []string
+	need := func(key, what string) {
+		if o.env(key) == "" {
+			problems = append(problems, key+" is not set: "+what)
+		}
+	}
+	needSHA := func(key, of string) {
+		switch v := o.env(key); {
+		case v == "":
+			problems = append(problems, key+" is not set: the SHA-256 of "+of)
+		case strings.Trim(v, "0") == "":
+			problems = append(problems, key+" is all zeros, a placeholder: set the SHA-256 of "+of)
+		case !sha256Hex.MatchString(v):
+			problems = append(problems, key+"="+v+" is not a SHA-256 (64 hex digits, no prefix): set the SHA-256 of "+of)
+		}
+	}
+	need("NOMAD_VAR_release_url", "the URL the clients fetch dist/loopstock_<version>_linux_amd64.tar.gz from (make dist builds it)")
+	needSHA("NOMAD_VAR_release_sha256", "that tarball (its line in dist/SHA256SUMS)")
+	need("NOMAD_VAR_nsq_url", "the URL of the NSQ v1.3.0 release tarball nsq-1.3.0.linux-amd64.go1.21.5.tar.gz")
+	needSHA("NOMAD_VAR_nsq_sha256", "the NSQ tarball")
+	if o.monitoring() {
+		need("NOMAD_VAR_prometheus_url", "the URL of prometheus-2.54.1.linux-amd64.tar.gz (or NOMAD_RUN_MONITORING=no leaves the monitoring job out)")
+		needSHA("NOMAD_VAR_prometheus_sha256", "the Prometheus tarball")
+		need("NOMAD_VAR_grafana_url", "the URL of grafana-11.2.0.linux-amd64.tar.gz (or NOMAD_RUN_MONITORING=no)")
+		needSHA("NOMAD_VAR_grafana_sha256", "the Grafana tarball")
+	}
+	need("NOMAD_VAR_redis_node", `the name of the Nomad client whose host volume keeps Redis's data (nomad node status lists them; nomad/README.md, "Redis and its data")`)
+	need("CONSUL_HTTP_ADDR", `the Consul HTTPS API (https://<server>:8501; eval "$(tofu output -raw operator_env)"), to wait for the services and print their addresses`)
+	need("CONSUL_TOKEN", "the services' Consul ACL token (tofu output -raw loopstock_consul_token)")
+	if ca := o.env("CONSUL_CA"); ca == "" || !nonEmptyFile(ca) {
+		problems = append(problems, "CONSUL_CA is not a file: the cluster's CA certificate, which the services verify Consul with (tofu output -raw ca_cert)")
+	}
+	return problems
+}
+
+func nonEmptyFile(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && st.Mode().IsRegular() && st.Size() > 0
+}
+
+// Run deploys every job and waits until the stack is running and healthy,
+// then prints where to reach it. With NOMAD_ADDR unset it starts Consul
+// and Nomad dev agents on 127.0.0.1 first.
+func Run(ctx context.Context, o Options) error {
+	jobs, services := append([]string{}, Jobs...), append([]string{}, Services...)
+	if o.monitoring() {
+		jobs, services = append(jobs, "monitoring"), append(services, "prometheus", "grafana")
+	} else if !o.cluster() {
+		fmt.Fprintln(o.Out, "prometheus and grafana are not on PATH: the monitoring job is left out (its dashboard is in nomad/monitoring/)")
+	}
+	var (
+		nomad     *nomadapi.Client
+		consul    *consulapi.Client
+		varFile   string
+		overrides = map[string]string{}
+		err       error
+	)
+	if o.cluster() {
+		if problems := o.OperatorProblems(); len(problems) > 0 {
+			return fmt.Errorf("not deploying to %s:\n  %s\nSee nomad/README.md, \"Cluster\".", o.env("NOMAD_ADDR"), strings.Join(problems, "\n  "))
+		}
+		if nomad, err = nomadapi.NewClient(nomadapi.DefaultConfig()); err != nil {
+			return fmt.Errorf("the Nomad client: %w", err)
+		}
+		if consul, err = consulapi.NewClient(consulapi.DefaultNonPooledConfig()); err != nil {
+			return fmt.Errorf("the Consul client: %w", err)
+		}
+		if err := o.checkRedisNode(ctx, nomad); err != nil {
+			return err
+		}
+		varFile = filepath.Join(o.Repo, "nomad", "vars", "cluster.hcl")
+		// NOMAD_RUN_VARS="name=value …" overrides the cluster's own
+		// settings: redis_driver=exec where no Docker engine runs.
+		for _, kv := range strings.Fields(o.env("NOMAD_RUN_VARS")) {
+			k, v, ok := strings.Cut(kv, "=")
+			if !ok {
+				return fmt.Errorf("NOMAD_RUN_VARS: %q is not name=value", kv)
+			}
+			overrides[k] = v
+		}
+	} else {
+		if os.Geteuid() != 0 {
+			fmt.Fprintln(o.Out, "warning: not root: the exec driver (Redis on the dev agent) needs root; run with sudo if Redis does not start")
+		}
+		agents, err := StartDevAgents(ctx, filepath.Join(o.Data, "nomad-dev"), filepath.Join(o.Repo, ".bin"), o.Out)
+		if err != nil {
+			return err
+		}
+		nomad, consul = agents.Nomad, agents.Consul
+		varFile = filepath.Join(o.Repo, "nomad", "vars", "dev.hcl")
+		overrides["bin_dir"] = filepath.Join(o.Repo, ".bin")
+		overrides["redis_node"] = agents.NodeName
+	}
+	if unused, err := Unused(varFile, jobFiles(o.Repo, jobs)); err != nil {
+		return err
+	} else if len(unused) > 0 {
+		return fmt.Errorf("%s sets %s, which no job declares: a misspelt name? (nomad/README.md lists each job's variables)", varFile, strings.Join(unused, ", "))
+	}
+	if err := o.writeSecrets(ctx, nomad, jobs); err != nil {
+		return err
+	}
+	dashboard, err := os.ReadFile(filepath.Join(o.Repo, "nomad", "monitoring", "loopstock-dashboard.json"))
+	if err != nil {
+		return err
+	}
+	overrides["grafana_dashboard"] = string(dashboard)
+
+	for _, job := range jobs {
+		fmt.Fprintf(o.Out, "==> %s: deploying\n", job)
+		file := filepath.Join(o.Repo, "nomad", job+".nomad.hcl")
+		vars, err := JobVariables(file, varFile, o.Env, overrides)
+		if err != nil {
+			return fmt.Errorf("%s: %w", job, err)
+		}
+		parsed, err := Parse(nomad, file, vars)
+		if err != nil {
+			return err
+		}
+		outcome, err := Submit(ctx, nomad, parsed, o.Out)
+		if err != nil {
+			return fmt.Errorf("%w\nSee nomad job status %s and nomad alloc status <allocation>.", err, job)
+		}
+		for g, n := range outcome.Unplaced {
+			fmt.Fprintf(o.Out, "==> %s: %d allocation(s) of group %s not placed yet (nomad job status %s)\n", job, n, g, job)
+		}
+	}
+
+	fmt.Fprintf(o.Out, "==> waiting for every allocation to run and every service to pass (up to %s)\n", o.Timeout)
+	var pending []string
+	err = poll(ctx, o.Timeout, func() error {
+		pending, err = NotReady(ctx, nomad, consul, jobs, services)
+		if err == nil && len(pending) > 0 {
+			err = errors.New("not ready")
+		}
+		return err
+	})
+	if err != nil {
+		if len(pending) == 0 {
+			return err
+		}
+		return fmt.Errorf("not running and healthy after %s:\n  %s\nSee nomad job status <job>, nomad alloc status <allocation>, and Consul's checks (consul catalog services).",
+			o.Timeout, strings.Join(pending, "\n  "))
+	}
+	fmt.Fprintln(o.Out, "==> every job healthy")
+	return o.printURLs(ctx, nomad, consul)
+}
+
+func jobFiles(repo string, jobs []string) []string {
+	var out []string
+	for _, j := range jobs {
+		out = append(out, filepath.Join(repo, "nomad", j+".nomad.hcl"))
+	}
+	return out
+}
+
+// checkRedisNode refuses a Redis node that is not a client, or one other
+// than where Redis runs with its data now (it would start empty there).
+func (o Options) checkRedisNode(ctx context.Context, nomad *nomadapi.Client) error {
+	want := o.env("NOMAD_VAR_redis_node")
+	q := (&nomadapi.QueryOptions{}).WithContext(ctx)
+	nodes, _, err := nomad.Nodes().List(q)
+	if err != nil {
+		return fmt.Errorf("cannot list the Nomad clients at %s: check NOMAD_ADDR, NOMAD_TOKEN and the NOMAD_CACERT/NOMAD_CLIENT_* files: %w", o.env("NOMAD_ADDR"), err)
+	}
+	var names []string
+	found := false
+	for _, n := range nodes {
+		names = append(names, n.Name)
+		found = found || n.Name == want
+	}
+	if !found {
+		return fmt.Errorf("NOMAD_VAR_redis_node=%s is not a Nomad client; the clients are: %s", want, strings.Join(names, " "))
+	}
+	allocs, _, err := nomad.Jobs().Allocations("redis", false, q)
+	if err != nil && !strings.Contains(err.Error(), "404") {
+		return fmt.Errorf("reading Redis's allocations: %w", err)
+	}
+	for _, a := range allocs {
+		if a.ClientStatus == nomadapi.AllocClientStatusRunning && a.NodeName != want {
+			return fmt.Errorf("Redis runs on %s with its data; NOMAD_VAR_redis_node=%s would start it empty. Set NOMAD_VAR_redis_node=%s, or move the data first (nomad/README.md, \"Redis and its data\")",
+				a.NodeName, want, a.NodeName)
+		}
+	}
+	return nil
+}
+
+// writeSecrets puts each job's Nomad variable. The generated secrets are
+// kept in Data (0600) and taken back from Nomad when that copy is missing:
+// a second checkout must not rotate them.
+func (o Options) writeSecrets(ctx context.Context, nomad *nomadapi.Client, jobs []string) error {
+	values := map[string]string{}
+	for item, job := range map[string]string{"write_token": "integer-api", "redis_password": "redis"} {
+		v, err := o.secret(ctx, nomad, item, job)
+		if err != nil {
+			return err
+		}
+		values[item] = v
+	}
+	if o.cluster() {
+		ca, err := os.ReadFile(o.env("CONSUL_CA"))
+		if err != nil {
+			return err
+		}
+		values["consul_token"], values["consul_ca"] = o.env("CONSUL_TOKEN"), string(ca)
+	}
+	for _, job := range jobs {
+		items := append([]string{}, Secrets[job]...)
+		if o.cluster() && contains(ConsulSecrets, job) {
+			items = append(items, "consul_token", "consul_ca")
+		}
+		if len(items) == 0 {
+			continue
+		}
+		v := &nomadapi.Variable{Path: "nomad/jobs/" + job, Items: nomadapi.VariableItems{}}
+		for _, item := range items {
+			v.Items[item] = values[item]
+		}
+		if _, _, err := nomad.Variables().Update(v, (&nomadapi.WriteOptions{}).WithContext(ctx)); err != nil {
+			return fmt.Errorf("writing the Nomad variable %s: %w", v.Path, err)
+		}
+	}
+	return nil
+}
+
+func (o Options) secret(ctx context.Context, nomad *nomadapi.Client, item, job string) (string, error) {
+	file := filepath.Join(o.Data, strings.ReplaceAll(item, "_", "-"))
+	if item == "redis_password" {
+		file = filepath.Join(o.Data, "redis-password")
+	}
+	if b, err := os.ReadFile(file); err == nil && len(b) > 0 {
+		return string(b), os.Chmod(file, 0o600)
+	}
+	value := ""
+	if v, _, err := nomad.Variables().Read("nomad/jobs/"+job, (&nomadapi.QueryOptions{}).WithContext(ctx)); err == nil && v != nil {
+		value = v.Items[item]
+	}
+	if value == "" {
+		b := make([]byte, 24)
+		rand.Read(b)
+		value = hex.EncodeToString(b)
+	}
+	if err := os.MkdirAll(o.Data, 0o755); err != nil {
+		return "", err
+	}
+	return value, os.WriteFile(file, []byte(value), 0o600)
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func (o Options) printURLs(ctx context.Context, nomad *nomadapi.Client, consul *consulapi.Client) error {
+	first := func(svc string) string {
+		a, err := Addresses(ctx, consul, svc)
+		if err != nil || len(a) == 0 {
+			return ""
+		}
+		return a[0]
+	}
+	consulUI := o.env("CONSUL_HTTP_ADDR")
+	if !o.cluster() || consulUI == "" {
+		consulUI = "http://" + DevConsulAddr
+	} else if !strings.Contains(consulUI, "://") {
+		consulUI = "http://" + consulUI
+	}
+	nomadUI := o.env("NOMAD_ADDR")
+	if nomadUI == "" {
+		nomadUI = DevNomadAddr
+	}
+	fmt.Fprintf(o.Out, "loopstock on Nomad:\n  Consul UI   %s/ui\n  Nomad UI    %s/ui\n  nsqadmin    http://%s\n  API         http://%s/v1/integers\n",
+		consulUI, nomadUI, first("nsqadmin"), first("integer-api"))
+	if g := first("grafana"); g != "" {
+		fmt.Fprintf(o.Out, "  Grafana     http://%s/d/loopstock\n", g)
+	}
+	return nil
+}
+
+// Stop stops every job (purged) and, when make nomad-run started them, the
+// dev agents; no process of the stack is left running.
+func Stop(ctx context.Context, o Options) error {
+	var nomad *nomadapi.Client
+	var err error
+	if o.cluster() {
+		nomad, err = nomadapi.NewClient(nomadapi.DefaultConfig())
+	} else {
+		_, nomad, err = DevClients()
+	}
+	if err != nil {
+		return err
+	}
+	all := append(append([]string{}, Jobs...), "monitoring")
+	stopped := 0
+	if _, err := nomad.Status().Leader(); err == nil {
+		for i := len(all) - 1; i >= 0; i-- {
+			if _, _, err := nomad.Jobs().Info(all[i], (&nomadapi.QueryOptions{}).WithContext(ctx)); err != nil {
+				continue
+			}
+			if _, _, err := nomad.Jobs().Deregister(all[i], true, (&nomadapi.WriteOptions{}).WithContext(ctx)); err != nil {
+				return fmt.Errorf("stopping job %s: %w", all[i], err)
+			}
+			fmt.Fprintf(o.Out, "stopped %s\n", all[i])
+			stopped++
+		}
+		// Let the agent stop the tasks before it stops itself: a dev agent
+		// that exits leaves its tasks running.
+		if err := poll(ctx, 30*time.Second, func() error { return tasksStopped(ctx, nomad, all) }); err != nil {
+			fmt.Fprintf(o.Out, "warning: %v\n", err)
+		}
+	} else if o.cluster() {
+		return fmt.Errorf("Nomad at %s does not answer: %w", o.env("NOMAD_ADDR"), err)
+	}
+	if o.cluster() {
+		return nil
+	}
+	if err := StopDevAgents(filepath.Join(o.Data, "nomad-dev"), o.Out); err != nil {
+		return err
+	}
+	if stopped == 0 {
+		fmt.Fprintln(o.Out, "no job of the stack was running")
+	}
+	return nil
+}
+
+func tasksStopped(ctx context.Context, nomad *nomadapi.Client, jobs []string) error {
+	allocs, _, err := nomad.Allocations().List((&nomadapi.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return err
+	}
+	for _, a := range allocs {
+		if contains(jobs, a.JobID) && (a.ClientStatus == nomadapi.AllocClientStatusRunning || a.ClientStatus == nomadapi.AllocClientStatusPending) {
+			return fmt.Errorf("allocation %s of %s still %s", short(a.ID), a.JobID, a.ClientStatus)
+		}
+	}
+	return nil
+}
