@@ -56,6 +56,8 @@ redis:
 
 .PHONY: run
 run: build tools ## run the whole stack on 127.0.0.1 (Ctrl-C stops it)
+	@# The local Prometheus's view of Consul (scripts/prometheus-local).
+	@CGO_ENABLED=0 go build -trimpath -o $(BIN)/ ./cmd/consul-file-sd
 	@scripts/run-local
 
 .PHONY: stop
@@ -210,11 +212,11 @@ test-vagrantfile: ## ruby -c, and vagrant validate refuses unrendered configs an
 
 .PHONY: test-go
 test-go: tools ## unit, integration and end-to-end tests (the page test in headless Chromium)
-	@scripts/ensure-apt chromium:chromium
+	@scripts/ensure-apt chromium:chromium promtool:prometheus amtool:prometheus-alertmanager
 	LOOPSTOCK_REQUIRE_CHROMIUM=1 go test -count=1 -timeout 20m -skip '^(TestNoCollisions|TestFaults)$$' ./...
 	@# Nomad for the job files' dev-agent test: NOMAD_BIN, PATH, or the release archive beside the checkout.
 	@if [ -z "$${NOMAD_BIN:-}" ] && ! command -v nomad >/dev/null && [ -f "$(NOMAD_ARCHIVE)" ]; then $(MAKE) -s $(BIN)/nomad; fi
-	cd platform && go test -count=1 -timeout 10m $$(go list ./... | grep -v /clustertest)
+	cd platform && go test -count=1 -timeout 25m $$(go list ./... | grep -v /clustertest)
 
 .PHONY: test-collisions
 test-collisions: tools ## generators on real Consul and nsqd, restarted and joined, audited by slot: 0 collisions

@@ -9,10 +9,10 @@ job "integeraverage-cal" {
 
   update {
     max_parallel      = 1
-    health_check      = "task_states"
+    health_check      = "checks"
     min_healthy_time  = "10s"
-    healthy_deadline  = "2m"
-    progress_deadline = "5m"
+    healthy_deadline  = "1m"
+    progress_deadline = "2m"
     auto_revert       = true
   }
 
@@ -33,6 +33,20 @@ job "integeraverage-cal" {
 
     network {
       port "http" {}
+    }
+
+    # Deployment health: Nomad checks /health (provider "nomad", so not in
+    # Consul, where the binary registers itself; see integer-gen.nomad.hcl).
+    service {
+      name     = "integeraverage-cal"
+      provider = "nomad"
+      port     = "http"
+      check {
+        type     = "http"
+        path     = "/health"
+        interval = "5s"
+        timeout  = "2s"
+      }
     }
 
     restart {
@@ -78,23 +92,29 @@ job "integeraverage-cal" {
         change_mode = "restart"
       }
 
-      # Consul ACL token and CA, from the job's Nomad variable (make nomad-run
-      # writes it; on the cluster: consul_token and consul_ca).
-      template {
-        data        = <<-EOT
-          {{ with nomadVar "nomad/jobs/integeraverage-cal" }}CONSUL_HTTP_TOKEN={{ .consul_token }}{{ end }}
-        EOT
-        destination = "secrets/consul.env"
-        env         = true
-        change_mode = "restart"
+      # The cluster's Consul (consul_tls): its ACL token and CA, from the
+      # job's Nomad variable; a dev agent's Consul has neither.
+      dynamic "template" {
+        for_each = var.consul_tls ? ["consul_token"] : []
+        content {
+          data        = <<-EOT
+            {{ with nomadVar "nomad/jobs/integeraverage-cal" }}CONSUL_HTTP_TOKEN={{ .consul_token }}{{ end }}
+          EOT
+          destination = "secrets/consul.env"
+          env         = true
+          change_mode = "restart"
+        }
       }
 
-      template {
-        data        = <<-EOT
-          {{ with nomadVar "nomad/jobs/integeraverage-cal" }}{{ .consul_ca }}{{ end }}
-        EOT
-        destination = "secrets/consul-ca.pem"
-        change_mode = "restart"
+      dynamic "template" {
+        for_each = var.consul_tls ? ["consul_ca"] : []
+        content {
+          data        = <<-EOT
+            {{ with nomadVar "nomad/jobs/integeraverage-cal" }}{{ .consul_ca }}{{ end }}
+          EOT
+          destination = "secrets/consul-ca.pem"
+          change_mode = "restart"
+        }
       }
 
       # Its stop hands held messages back to nsqd and resigns the lock.
@@ -108,10 +128,10 @@ job "integeraverage-cal" {
   }
 }
 
-# ---- variables shared by every job file (the var files in vars/ set them) ----
-# The operator's values (URLs, checksums, the Redis node, counts) come from
-# NOMAD_VAR_* or -var: Nomad applies var files after NOMAD_VAR_*, so no var
-# file sets them. make nomad-run refuses a cluster deploy without them.
+# ---- variables: only those this job uses (nomad/README.md lists them) ----
+# The defaults are the cluster's. make nomad-run gives the job its target's
+# values (vars/*.hcl) of these variables only, then NOMAD_VAR_*; by hand,
+# NOMAD_VAR_* exports reach every job that declares them.
 
 variable "datacenters" {
   description = "Datacenters the job may run in."
@@ -120,7 +140,7 @@ variable "datacenters" {
 }
 
 variable "driver" {
-  description = "Task driver of the Go services and NSQ: exec on the cluster, raw_exec on a dev agent."
+  description = "Task driver: exec on the cluster, raw_exec on a dev agent."
   type        = string
   default     = "exec"
 }
@@ -143,86 +163,27 @@ variable "release_sha256" {
   default     = ""
 }
 
-variable "nsq_url" {
-  description = "Cluster: URL of the NSQ v1.3.0 release tarball nsq-1.3.0.linux-amd64.go1.21.5.tar.gz."
-  type        = string
-  default     = ""
-}
-
-variable "nsq_sha256" {
-  description = "Cluster: SHA-256 of the NSQ release tarball."
-  type        = string
-  default     = ""
-}
-
-variable "prometheus_url" {
-  description = "Cluster: URL of the Prometheus 2.54.1 release tarball prometheus-2.54.1.linux-amd64.tar.gz (monitoring job)."
-  type        = string
-  default     = ""
-}
-
-variable "prometheus_sha256" {
-  description = "Cluster: SHA-256 of the Prometheus tarball."
-  type        = string
-  default     = ""
-}
-
-variable "grafana_url" {
-  description = "Cluster: URL of the Grafana 11.2.0 release tarball grafana-11.2.0.linux-amd64.tar.gz (monitoring job)."
-  type        = string
-  default     = ""
-}
-
-variable "grafana_sha256" {
-  description = "Cluster: SHA-256 of the Grafana tarball."
-  type        = string
-  default     = ""
-}
-
-variable "redis_node" {
-  description = "Name of the Nomad client whose host volume redis holds Redis's data (nomad node status). Redis runs only there; empty places it nowhere."
-  type        = string
-  default     = ""
-}
-
-variable "redis_driver" {
-  description = "docker (the official image, on the cluster) or exec (the host's redis-server, on a dev agent)."
-  type        = string
-  default     = "docker"
-}
-
 variable "consul_http_addr" {
-  description = "The local Consul agent's HTTP API, as the services reach it."
+  description = "The local Consul agent's HTTP API, as the tasks reach it: HTTPS on 8501 on the cluster, 127.0.0.1:8500 on a dev agent."
   type        = string
-  default     = "127.0.0.1:8500"
+  default     = "127.0.0.1:8501"
 }
 
 variable "consul_tls" {
-  description = "The local Consul agent speaks HTTPS (the cluster): the services get its CA and their ACL token from their Nomad variable."
+  description = "The local Consul agent speaks HTTPS with ACLs (the cluster): the tasks get its CA and their ACL token from the job's Nomad variable (consul_ca, consul_token). false on a dev agent: no Nomad variable for Consul."
   type        = bool
   default     = true
 }
 
-variable "nsqd_copies" {
-  description = "integer-gen publishes each message to this many nsqd (its client's first): 2 keeps every integer through the loss of a client with the active averager."
-  type        = number
-  default     = 2
-}
-
 variable "counts" {
-  description = "Instances per group (all four keys). nsqlookupd runs on distinct clients: at most the number of clients."
+  description = "Instances per group, for every job (all four keys; each job reads its own). nsqlookupd runs on distinct clients: at most the number of clients."
   type        = map(number)
   default     = { nsqlookupd = 2, integer_gen = 2, averager = 2, api = 2 }
 }
 
 locals {
-  # Where a task finds its binary: the dev agent's .bin, or the unpacked artifact.
-  bin     = var.bin_dir != "" ? var.bin_dir : "local"
-  nsq_bin = var.bin_dir != "" ? var.bin_dir : "local/nsq-1.3.0.linux-amd64.go1.21.5/bin"
-  # Artifacts are downloaded only when no bin_dir is given.
+  # Where the task finds its binary: the dev agent's .bin, or the unpacked artifact.
+  bin = var.bin_dir != "" ? var.bin_dir : "local"
+  # The release artifact, downloaded only when no bin_dir is given.
   release = var.bin_dir != "" ? [] : [{ source = var.release_url, checksum = "sha256:${var.release_sha256}" }]
-  nsq     = var.bin_dir != "" ? [] : [{ source = var.nsq_url, checksum = "sha256:${var.nsq_sha256}" }]
-  # The monitoring job's tarballs and the folders they unpack to.
-  prometheus = { source = var.prometheus_url, checksum = "sha256:${var.prometheus_sha256}", dir = "prometheus-2.54.1.linux-amd64" }
-  grafana    = { source = var.grafana_url, checksum = "sha256:${var.grafana_sha256}", dir = "grafana-v11.2.0" }
 }

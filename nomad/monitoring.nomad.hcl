@@ -1,20 +1,10 @@
 # Monitoring: Prometheus, finding every loopstock service through Consul
 # service discovery, and Grafana with the dashboard in
-# nomad/monitoring/loopstock-dashboard.json provisioned. On the cluster the
-# binaries come from their release tarballs (prometheus_url, grafana_url
-# and their checksums); on a dev agent from PATH (make nomad-run deploys
-# this job only when prometheus and grafana are installed).
-
-locals {
-  # On the cluster Prometheus reads Consul over TLS with its own token
-  # (indented for its place in prometheus.yml below).
-  consul_sd_tls = !var.consul_tls ? "" : <<EOT
-        tls_config:
-          ca_file: "{{ env "NOMAD_SECRETS_DIR" }}/consul-ca.pem"
-        authorization:
-          credentials_file: "{{ env "NOMAD_SECRETS_DIR" }}/consul-token"
-EOT
-}
+# nomad/monitoring/loopstock-dashboard.json provisioned (the variable
+# grafana_dashboard holds its text). On the cluster the binaries come from
+# their release tarballs (prometheus_url, grafana_url and their checksums);
+# on a dev agent from PATH (make nomad-run deploys this job only when
+# prometheus and grafana are installed).
 
 job "monitoring" {
   datacenters = var.datacenters
@@ -91,20 +81,28 @@ job "monitoring" {
         ]
       }
 
-      template {
-        data        = <<-EOT
-          {{ with nomadVar "nomad/jobs/monitoring" }}{{ .consul_token }}{{ end }}
-        EOT
-        destination = "secrets/consul-token"
-        change_mode = "restart"
+      # The cluster's Consul (consul_tls): Prometheus's ACL token and the CA,
+      # from the job's Nomad variable; a dev agent's Consul has neither.
+      dynamic "template" {
+        for_each = var.consul_tls ? ["consul_token"] : []
+        content {
+          data        = <<-EOT
+            {{ with nomadVar "nomad/jobs/monitoring" }}{{ .consul_token }}{{ end }}
+          EOT
+          destination = "secrets/consul-token"
+          change_mode = "restart"
+        }
       }
 
-      template {
-        data        = <<-EOT
-          {{ with nomadVar "nomad/jobs/monitoring" }}{{ .consul_ca }}{{ end }}
-        EOT
-        destination = "secrets/consul-ca.pem"
-        change_mode = "restart"
+      dynamic "template" {
+        for_each = var.consul_tls ? ["consul_ca"] : []
+        content {
+          data        = <<-EOT
+            {{ with nomadVar "nomad/jobs/monitoring" }}{{ .consul_ca }}{{ end }}
+          EOT
+          destination = "secrets/consul-ca.pem"
+          change_mode = "restart"
+        }
       }
 
       template {
@@ -228,14 +226,18 @@ job "monitoring" {
         change_mode = "restart"
       }
 
-      # The dashboard as it is in the repository; its {{legend}} formats are
-      # not template actions.
-      template {
-        data            = file("monitoring/loopstock-dashboard.json")
-        destination     = "local/dashboards/loopstock.json"
-        left_delimiter  = "[[["
-        right_delimiter = "]]]"
-        change_mode     = "restart"
+      # The dashboard, monitoring/loopstock-dashboard.json, as a variable:
+      # Nomad's parse API refuses file(). Its {{legend}} formats are not
+      # template actions. Without it (empty), Grafana has no dashboard.
+      dynamic "template" {
+        for_each = var.grafana_dashboard != "" ? [var.grafana_dashboard] : []
+        content {
+          data            = template.value
+          destination     = "local/dashboards/loopstock.json"
+          left_delimiter  = "[[["
+          right_delimiter = "]]]"
+          change_mode     = "restart"
+        }
       }
 
       kill_timeout = "20s"
@@ -248,10 +250,10 @@ job "monitoring" {
   }
 }
 
-# ---- variables shared by every job file (the var files in vars/ set them) ----
-# The operator's values (URLs, checksums, the Redis node, counts) come from
-# NOMAD_VAR_* or -var: Nomad applies var files after NOMAD_VAR_*, so no var
-# file sets them. make nomad-run refuses a cluster deploy without them.
+# ---- variables: only those this job uses (nomad/README.md lists them) ----
+# The defaults are the cluster's. make nomad-run gives the job its target's
+# values (vars/*.hcl) of these variables only, then NOMAD_VAR_*; by hand,
+# NOMAD_VAR_* exports reach every job that declares them.
 
 variable "datacenters" {
   description = "Datacenters the job may run in."
@@ -260,7 +262,7 @@ variable "datacenters" {
 }
 
 variable "driver" {
-  description = "Task driver of the Go services and NSQ: exec on the cluster, raw_exec on a dev agent."
+  description = "Task driver: exec on the cluster, raw_exec on a dev agent."
   type        = string
   default     = "exec"
 }
@@ -271,32 +273,8 @@ variable "bin_dir" {
   default     = ""
 }
 
-variable "release_url" {
-  description = "Cluster: URL of the loopstock release tarball that make dist builds (loopstock_VERSION_linux_amd64.tar.gz)."
-  type        = string
-  default     = ""
-}
-
-variable "release_sha256" {
-  description = "Cluster: SHA-256 of the release tarball (its line in make dist's SHA256SUMS)."
-  type        = string
-  default     = ""
-}
-
-variable "nsq_url" {
-  description = "Cluster: URL of the NSQ v1.3.0 release tarball nsq-1.3.0.linux-amd64.go1.21.5.tar.gz."
-  type        = string
-  default     = ""
-}
-
-variable "nsq_sha256" {
-  description = "Cluster: SHA-256 of the NSQ release tarball."
-  type        = string
-  default     = ""
-}
-
 variable "prometheus_url" {
-  description = "Cluster: URL of the Prometheus 2.54.1 release tarball prometheus-2.54.1.linux-amd64.tar.gz (monitoring job)."
+  description = "Cluster: URL of the Prometheus 2.54.1 release tarball prometheus-2.54.1.linux-amd64.tar.gz."
   type        = string
   default     = ""
 }
@@ -308,7 +286,7 @@ variable "prometheus_sha256" {
 }
 
 variable "grafana_url" {
-  description = "Cluster: URL of the Grafana 11.2.0 release tarball grafana-11.2.0.linux-amd64.tar.gz (monitoring job)."
+  description = "Cluster: URL of the Grafana 11.2.0 release tarball grafana-11.2.0.linux-amd64.tar.gz."
   type        = string
   default     = ""
 }
@@ -319,50 +297,34 @@ variable "grafana_sha256" {
   default     = ""
 }
 
-variable "redis_node" {
-  description = "Name of the Nomad client whose host volume redis holds Redis's data (nomad node status). Redis runs only there; empty places it nowhere."
+variable "grafana_dashboard" {
+  description = "The text of monitoring/loopstock-dashboard.json, which Grafana provisions (make nomad-run reads the file; by hand: -var \"grafana_dashboard=$(cat nomad/monitoring/loopstock-dashboard.json)\"). Empty: Grafana without the dashboard."
   type        = string
   default     = ""
 }
 
-variable "redis_driver" {
-  description = "docker (the official image, on the cluster) or exec (the host's redis-server, on a dev agent)."
-  type        = string
-  default     = "docker"
-}
-
 variable "consul_http_addr" {
-  description = "The local Consul agent's HTTP API, as the services reach it."
+  description = "The local Consul agent's HTTP API, as the tasks reach it: HTTPS on 8501 on the cluster, 127.0.0.1:8500 on a dev agent."
   type        = string
-  default     = "127.0.0.1:8500"
+  default     = "127.0.0.1:8501"
 }
 
 variable "consul_tls" {
-  description = "The local Consul agent speaks HTTPS (the cluster): the services get its CA and their ACL token from their Nomad variable."
+  description = "The local Consul agent speaks HTTPS with ACLs (the cluster): the tasks get its CA and their ACL token from the job's Nomad variable (consul_ca, consul_token). false on a dev agent: no Nomad variable for Consul."
   type        = bool
   default     = true
 }
 
-variable "nsqd_copies" {
-  description = "integer-gen publishes each message to this many nsqd (its client's first): 2 keeps every integer through the loss of a client with the active averager."
-  type        = number
-  default     = 2
-}
-
-variable "counts" {
-  description = "Instances per group (all four keys). nsqlookupd runs on distinct clients: at most the number of clients."
-  type        = map(number)
-  default     = { nsqlookupd = 2, integer_gen = 2, averager = 2, api = 2 }
-}
-
 locals {
-  # Where a task finds its binary: the dev agent's .bin, or the unpacked artifact.
-  bin     = var.bin_dir != "" ? var.bin_dir : "local"
-  nsq_bin = var.bin_dir != "" ? var.bin_dir : "local/nsq-1.3.0.linux-amd64.go1.21.5/bin"
-  # Artifacts are downloaded only when no bin_dir is given.
-  release = var.bin_dir != "" ? [] : [{ source = var.release_url, checksum = "sha256:${var.release_sha256}" }]
-  nsq     = var.bin_dir != "" ? [] : [{ source = var.nsq_url, checksum = "sha256:${var.nsq_sha256}" }]
-  # The monitoring job's tarballs and the folders they unpack to.
+  # The tarballs and the folders they unpack to.
   prometheus = { source = var.prometheus_url, checksum = "sha256:${var.prometheus_sha256}", dir = "prometheus-2.54.1.linux-amd64" }
   grafana    = { source = var.grafana_url, checksum = "sha256:${var.grafana_sha256}", dir = "grafana-v11.2.0" }
+  # On the cluster Prometheus reads Consul over TLS with its own token
+  # (indented for its place in prometheus.yml above).
+  consul_sd_tls = !var.consul_tls ? "" : <<EOT
+        tls_config:
+          ca_file: "{{ env "NOMAD_SECRETS_DIR" }}/consul-ca.pem"
+        authorization:
+          credentials_file: "{{ env "NOMAD_SECRETS_DIR" }}/consul-token"
+EOT
 }

@@ -24,17 +24,30 @@ import (
 	"github.com/loopstock/loopstock/internal/watch"
 )
 
-// Instance is one passing instance of a service.
+// Instance is one instance of a service: a passing one, unless it comes
+// from FollowAll.
 type Instance struct {
 	ID      string
 	Node    string
 	Address string
 	Port    int
 	Meta    map[string]string
+	// Passing is true when every check of the instance and its node passes.
+	Passing bool
 }
 
 // Addr is host:port of the instance's registered port.
 func (i Instance) Addr() string { return joinHostPort(i.Address, i.Port) }
+
+// MetaAddr is host:port of the port held in meta key (nsqd's http_port),
+// false when the meta holds no port.
+func (i Instance) MetaAddr(key string) (string, bool) {
+	n, err := strconv.Atoi(i.Meta[key])
+	if err != nil || n < 1 || n > 65535 {
+		return "", false
+	}
+	return joinHostPort(i.Address, n), true
+}
 
 func joinHostPort(host string, port int) string {
 	if host == "" {
@@ -108,6 +121,7 @@ type Watch struct {
 	health   *consul.Health
 	log      *logrus.Entry
 	reported map[string]string // instance ID → the problem logged for it
+	all      bool              // failing instances too, and no contract lines
 
 	mu      sync.Mutex
 	current []Instance
@@ -126,8 +140,21 @@ func New(ctx context.Context, client *consul.Client, service string, log *logrus
 // Follow starts following c.Service until ctx ends, checking every
 // registration against c.
 func Follow(ctx context.Context, client *consul.Client, c Contract, log *logrus.Entry) *Watch {
+	return follow(ctx, client, c, false, log)
+}
+
+// FollowAll follows every registered instance of c.Service, failing or
+// not (Instance.Passing says which), for a monitor that must report an
+// instance down rather than lose sight of it. Instances without a port are
+// left out, but nothing is logged about them: a Follow of the same service
+// (the one that uses the instances) logs each broken registration once.
+func FollowAll(ctx context.Context, client *consul.Client, c Contract, log *logrus.Entry) *Watch {
+	return follow(ctx, client, c, true, log)
+}
+
+func follow(ctx context.Context, client *consul.Client, c Contract, all bool, log *logrus.Entry) *Watch {
 	w := &Watch{service: c.Service, contract: c, health: client.Health(), updated: make(chan struct{}),
-		log: log.WithField("watch", c.Service), reported: map[string]string{}}
+		log: log.WithField("watch", c.Service), reported: map[string]string{}, all: all}
 	go w.run(ctx)
 	return w
 }
@@ -139,7 +166,7 @@ func (w *Watch) run(ctx context.Context) {
 		OnError: w.failed,
 	}
 	watch.Run(ctx, o, func(q *consul.QueryOptions) ([]*consul.ServiceEntry, *consul.QueryMeta, error) {
-		return w.health.Service(w.service, "", true, q)
+		return w.health.Service(w.service, "", !w.all, q)
 	}, func(entries []*consul.ServiceEntry) (watch.Next, error) {
 		w.set(w.check(instances(entries)))
 		return watch.WaitForChange, nil
@@ -162,7 +189,7 @@ func (w *Watch) check(list []Instance) []Instance {
 	for _, i := range list {
 		seen[i.ID] = true
 		p, unusable := w.contract.problem(i)
-		if p != "" && w.reported[i.ID] != p {
+		if p != "" && w.reported[i.ID] != p && !w.all {
 			note := "; it is used meanwhile"
 			if unusable {
 				note = "; it is left out meanwhile"
@@ -190,7 +217,8 @@ func instances(entries []*consul.ServiceEntry) []Instance {
 		if addr == "" {
 			addr = e.Node.Address
 		}
-		out = append(out, Instance{ID: e.Service.ID, Node: e.Node.Node, Address: addr, Port: e.Service.Port, Meta: e.Service.Meta})
+		out = append(out, Instance{ID: e.Service.ID, Node: e.Node.Node, Address: addr, Port: e.Service.Port, Meta: e.Service.Meta,
+			Passing: e.Checks.AggregatedStatus() == consul.HealthPassing})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out
@@ -220,7 +248,8 @@ func equal(a, b []Instance) bool {
 		return false
 	}
 	for i := range a {
-		if a[i].ID != b[i].ID || a[i].Addr() != b[i].Addr() || a[i].Node != b[i].Node || !sameMeta(a[i].Meta, b[i].Meta) {
+		if a[i].ID != b[i].ID || a[i].Addr() != b[i].Addr() || a[i].Node != b[i].Node || a[i].Passing != b[i].Passing ||
+			!sameMeta(a[i].Meta, b[i].Meta) {
 			return false
 		}
 	}
@@ -239,9 +268,10 @@ func sameMeta(a, b map[string]string) bool {
 	return true
 }
 
-// Current returns the passing instances as last seen (nil before the first
-// answer), a channel that is closed at the next change, and the last error
-// talking to Consul (nil once it answers again).
+// Current returns the passing instances (every one, for FollowAll) as
+// last seen (nil before the first answer), a channel that is closed at the
+// next change, and the last error talking to Consul (nil once it answers
+// again).
 func (w *Watch) Current() ([]Instance, <-chan struct{}, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()

@@ -189,3 +189,48 @@ func TestFollowLogsABrokenContractOnce(t *testing.T) {
 		t.Fatalf("warnings %q; want one line saying nsqd-a lacks meta http_port", got)
 	}
 }
+
+// FollowAll lists failing instances too, saying so, and leaves the
+// contract's lines to Follow.
+func TestFollowAllKeepsFailingInstances(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs consul")
+	}
+	c := testenv.StartConsul(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	logger, hook := logtest.NewNullLogger()
+	w := FollowAll(ctx, c.Client, NSQD("nsqd"), logrus.NewEntry(logger))
+	c.Register(t, "nsqd", "nsqd-a", 4150, nil, &consul.AgentServiceCheck{CheckID: "a-ttl", TTL: "1m", Status: consul.HealthCritical})
+	passing := func(want bool) func() bool {
+		return func() bool {
+			l, _, _ := w.Current()
+			return len(l) == 1 && l[0].ID == "nsqd-a" && l[0].Passing == want
+		}
+	}
+	testenv.Eventually(t, 5*time.Second, "nsqd-a listed as failing", passing(false))
+	if err := c.Client.Agent().UpdateTTL("a-ttl", "", consul.HealthPassing); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 5*time.Second, "nsqd-a listed as passing", passing(true))
+	if got := warnings(hook); len(got) != 0 {
+		t.Errorf("FollowAll logged %q; the contract's lines are Follow's", got)
+	}
+}
+
+func TestMetaAddr(t *testing.T) {
+	for _, c := range []struct {
+		inst Instance
+		want string
+	}{
+		{Instance{Address: "10.0.0.1", Port: 4150, Meta: map[string]string{"http_port": "4151"}}, "10.0.0.1:4151"},
+		{Instance{Port: 4150, Meta: map[string]string{"http_port": "4151"}}, "127.0.0.1:4151"},
+		{Instance{Address: "10.0.0.1", Port: 4150}, ""},
+		{Instance{Address: "10.0.0.1", Port: 4150, Meta: map[string]string{"http_port": "0"}}, ""},
+	} {
+		got, ok := c.inst.MetaAddr("http_port")
+		if got != c.want || ok != (c.want != "") {
+			t.Errorf("%+v: MetaAddr = %q, %v; want %q", c.inst, got, ok, c.want)
+		}
+	}
+}

@@ -1,9 +1,10 @@
 # The Flatcar cluster: exec driver, binaries from release tarballs, Redis
-# from the official Docker image. The operator's values are not here: Nomad
-# applies var files after NOMAD_VAR_*, so a value here would hide theirs.
-# Export NOMAD_VAR_release_url, _release_sha256, _nsq_url, _nsq_sha256,
-# _prometheus_url, _prometheus_sha256, _grafana_url, _grafana_sha256 and
-# _redis_node (and NOMAD_VAR_counts to change the counts); see README.md.
+# from the official Docker image, Consul over HTTPS with ACLs (the
+# variables' defaults are these values too, so a job run by hand needs no
+# var file). Each job receives only the values of the variables it
+# declares. The operator's values (URLs, checksums, the Redis node, counts)
+# are not here: they belong to a release and a cluster, not to the
+# repository; they come from NOMAD_VAR_* (README.md, "Cluster").
 datacenters      = ["dc1"]
 driver           = "exec"
 redis_driver     = "docker"

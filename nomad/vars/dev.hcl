@@ -1,7 +1,9 @@
 # A single Linux host running Nomad and Consul dev agents, no Docker:
-# make nomad-run adds -var bin_dir=<repo>/.bin, so the tasks run the
-# binaries that make build and make tools produced, and -var redis_node=
-# the dev agent's node name.
+# make nomad-run adds bin_dir=<repo>/.bin, so the tasks run the binaries
+# that make build and make tools produced, and redis_node= the dev agent's
+# node name. Each job receives only the values of the variables it
+# declares; README.md, "Dev agent by hand", sets the same values with
+# NOMAD_VAR_* exports.
 datacenters      = ["dc1"]
 driver           = "raw_exec"
 redis_driver     = "exec"

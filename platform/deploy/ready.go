@@ -3,10 +3,12 @@ package deploy
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	consulapi "github.com/hashicorp/consul/api"
 	nomadapi "github.com/hashicorp/nomad/api"
@@ -110,4 +112,78 @@ func short(id string) string {
 		return id[:8]
 	}
 	return id
+}
+
+// Diagnose describes the allocations of jobs that are meant to run: each
+// task's state, its restarts, its last events, and the last lines of its
+// output, so that a deploy that does not become ready says why without an
+// operator having to go and look. Errors reading a part are said in place.
+func Diagnose(ctx context.Context, nomad *nomadapi.Client, jobs []string) string {
+	var b strings.Builder
+	q := (&nomadapi.QueryOptions{}).WithContext(ctx)
+	for _, job := range jobs {
+		allocs, _, err := nomad.Jobs().Allocations(job, false, q)
+		if err != nil {
+			fmt.Fprintf(&b, "%s: allocations not readable: %v\n", job, err)
+			continue
+		}
+		for _, stub := range allocs {
+			if stub.DesiredStatus != nomadapi.AllocDesiredStatusRun {
+				continue
+			}
+			fmt.Fprintf(&b, "%s/%s allocation %s on %s: %s\n", job, stub.TaskGroup, short(stub.ID), stub.NodeName, stub.ClientStatus)
+			alloc, _, err := nomad.Allocations().Info(stub.ID, q)
+			if err != nil {
+				fmt.Fprintf(&b, "  not readable: %v\n", err)
+				continue
+			}
+			tasks := make([]string, 0, len(alloc.TaskStates))
+			for name := range alloc.TaskStates {
+				tasks = append(tasks, name)
+			}
+			sort.Strings(tasks)
+			for _, name := range tasks {
+				st := alloc.TaskStates[name]
+				fmt.Fprintf(&b, "  task %s %s, %d restarts\n", name, st.State, st.Restarts)
+				events := st.Events
+				if len(events) > 3 {
+					events = events[len(events)-3:]
+				}
+				for _, ev := range events {
+					msg := ev.DisplayMessage
+					if msg == "" {
+						msg = ev.Message
+					}
+					fmt.Fprintf(&b, "    %s %s: %s\n", time.Unix(0, ev.Time).UTC().Format(time.TimeOnly), ev.Type, msg)
+				}
+				for _, stream := range []string{"stderr", "stdout"} {
+					if tail := logTail(ctx, nomad, alloc, name, stream, 5); tail != "" {
+						fmt.Fprintf(&b, "    %s:\n      %s\n", stream, strings.ReplaceAll(tail, "\n", "\n      "))
+					}
+				}
+			}
+		}
+	}
+	return b.String()
+}
+
+// logTail is the last lines of a task's output, read through the Nomad
+// client that runs it ("" when it cannot be read or is empty).
+func logTail(ctx context.Context, nomad *nomadapi.Client, alloc *nomadapi.Allocation, task, stream string, lines int) string {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	r, err := nomad.AllocFS().Cat(alloc, "alloc/logs/"+task+"."+stream+".0", (&nomadapi.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return ""
+	}
+	defer r.Close()
+	b, err := io.ReadAll(io.LimitReader(r, 1<<20))
+	if err != nil {
+		return ""
+	}
+	all := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(all) > lines {
+		all = all[len(all)-lines:]
+	}
+	return strings.TrimSpace(strings.Join(all, "\n"))
 }

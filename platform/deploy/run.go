@@ -215,8 +215,8 @@ func Run(ctx context.Context, o Options) error {
 		if len(pending) == 0 {
 			return err
 		}
-		return fmt.Errorf("not running and healthy after %s:\n  %s\nSee nomad job status <job>, nomad alloc status <allocation>, and Consul's checks (consul catalog services).",
-			o.Timeout, strings.Join(pending, "\n  "))
+		return fmt.Errorf("not running and healthy after %s:\n  %s\nWhat Nomad says of the allocations:\n%s\nSee nomad job status <job>, nomad alloc status <allocation>, and Consul's checks (consul catalog services).",
+			o.Timeout, strings.Join(pending, "\n  "), Diagnose(ctx, nomad, jobs))
 	}
 	fmt.Fprintln(o.Out, "==> every job healthy")
 	return o.printURLs(ctx, nomad, consul)

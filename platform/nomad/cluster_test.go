@@ -4,20 +4,14 @@ import (
 	"encoding/json"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
-	"sort"
 	"strconv"
 	"strings"
 	"testing"
 
-	"github.com/hashicorp/hcl/v2"
-	"github.com/hashicorp/hcl/v2/hclsyntax"
-	"github.com/hashicorp/hcl/v2/hclwrite"
 	"github.com/hashicorp/nomad/api"
-	"github.com/zclconf/go-cty/cty"
 
-	"github.com/loopstock/loopstock/platform/jobcheck"
+	"github.com/loopstock/loopstock/platform/deploy"
 )
 
 // operatorEnv is what an operator exports for a cluster deploy, as
@@ -35,56 +29,32 @@ var operatorEnv = map[string]string{
 	"counts":            `{nsqlookupd = 1, integer_gen = 3, averager = 1, api = 4}`,
 }
 
-// attrNames are the names an HCL var file sets.
-func attrNames(t *testing.T, file string) map[string]bool {
-	src, err := os.ReadFile(file)
+// clusterJob is Nomad's job from a job file with the var file make
+// nomad-run gives it on the cluster, the operator exporting env as
+// NOMAD_VAR_*.
+func clusterJob(t *testing.T, file string, env map[string]string) *api.Job {
+	t.Helper()
+	tg := targets(t)["cluster"]
+	tg.env = env
+	job, err := parseJob(t, file, jobVars(t, file, tg))
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%s on the cluster: %v", file, err)
 	}
-	f, diags := hclsyntax.ParseConfig(src, file, hcl.Pos{Line: 1, Column: 1})
-	if diags.HasErrors() {
-		t.Fatal(diags)
-	}
-	out := map[string]bool{}
-	for name := range f.Body.(*hclsyntax.Body).Attributes {
-		out[name] = true
-	}
-	return out
+	return job
 }
 
-// clusterJob evaluates a job file as `nomad job run -var-file=vars/cluster.hcl`
-// does with env as NOMAD_VAR_* variables: Nomad applies the environment
-// first and var files after it, so a variable the file sets hides the
-// environment's value; variables the job does not declare are ignored.
-func clusterJob(t *testing.T, file string, env map[string]string) *api.Job {
+// sharedNames are the names a shared var file sets.
+func sharedNames(t *testing.T, file string) map[string]string {
 	t.Helper()
 	src, err := os.ReadFile(file)
 	if err != nil {
 		t.Fatal(err)
 	}
-	varFile, _ := os.ReadFile("vars/cluster.hcl")
-	pf, diags := jobcheck.Parse(file, src, map[string][]byte{"vars/cluster.hcl": varFile})
-	if diags.HasErrors() {
-		t.Fatalf("%s with vars/cluster.hcl: %s", file, diags.Error())
+	names, err := deploy.Assignments(file, src)
+	if err != nil {
+		t.Fatal(err)
 	}
-	inFile := attrNames(t, "vars/cluster.hcl")
-	var envHCL strings.Builder
-	for name, v := range env {
-		declared, ok := pf.Variables[name]
-		if !ok || inFile[name] {
-			continue
-		}
-		// A string variable takes NOMAD_VAR_x literally; other types as HCL.
-		if declared.Type() == cty.String {
-			v = string(hclwrite.TokensForValue(cty.StringVal(v)).Bytes())
-		}
-		envHCL.WriteString(name + " = " + v + "\n")
-	}
-	pf, diags = jobcheck.Parse(file, src, map[string][]byte{"vars/cluster.hcl": varFile, "NOMAD_VAR_*": []byte(envHCL.String())})
-	if diags.HasErrors() {
-		t.Fatalf("%s with vars/cluster.hcl and NOMAD_VAR_*: %s", file, diags.Error())
-	}
-	return pf.Job
+	return names
 }
 
 func artifacts(job *api.Job) map[string]*api.TaskArtifact {
@@ -101,6 +71,7 @@ func artifacts(job *api.Job) map[string]*api.TaskArtifact {
 
 // Defect: vars/cluster.hcl set release_url, the checksums, nsq_url and
 // counts, so the documented NOMAD_VAR_* values never reached the jobs.
+// Now each job's var file takes them from the environment.
 func TestTheOperatorsEnvironmentReachesTheClusterJobs(t *testing.T) {
 	for _, f := range jobFiles(t) {
 		if f == "monitoring.nomad.hcl" {
@@ -123,9 +94,10 @@ func TestTheOperatorsEnvironmentReachesTheClusterJobs(t *testing.T) {
 			}
 		}
 	}
-	for name := range attrNames(t, "vars/cluster.hcl") {
+	// They belong to a release and a cluster, not to the repository.
+	for name := range sharedNames(t, "vars/cluster.hcl") {
 		if _, ok := operatorEnv[name]; ok {
-			t.Errorf("vars/cluster.hcl sets %s: it would hide NOMAD_VAR_%s", name, name)
+			t.Errorf("vars/cluster.hcl sets %s, the operator's value (NOMAD_VAR_%s)", name, name)
 		}
 	}
 }
@@ -216,136 +188,41 @@ func TestRedisStaysOnTheNodeThatHoldsItsData(t *testing.T) {
 	}
 }
 
-// isNodeName: Nomad keeps "${node.unique.name}" for run time; the checks'
-// parser gives it its sample node's name.
-func isNodeName(target string) bool {
-	sample := jobcheck.RuntimeSample("node").GetAttr("unique").GetAttr("name").AsString()
-	return target == "${node.unique.name}" || target == sample
-}
+// isNodeName: Nomad keeps "${node.unique.name}" for run time.
+func isNodeName(target string) bool { return target == "${node.unique.name}" }
 
-// nomadRun runs scripts/nomad-run for a cluster with a nomad that only
-// records its calls: nothing reaches a Nomad or Consul.
-func nomadRun(t *testing.T, env map[string]string) (out string, err error, calls string) {
-	t.Helper()
-	dir := t.TempDir()
-	log := filepath.Join(dir, "calls")
-	fake := "#!/bin/sh\necho \"$*\" >>" + log + "\nexit 1\n"
-	if err := os.WriteFile(filepath.Join(dir, "nomad"), []byte(fake), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	ca := filepath.Join(dir, "ca.pem")
-	os.WriteFile(ca, []byte("-----BEGIN CERTIFICATE-----\n"), 0o644)
-	cmd := exec.Command("../scripts/nomad-run")
-	cmd.Env = []string{"PATH=" + dir + ":/usr/bin:/bin", "HOME=" + dir,
-		"NOMAD_ADDR=https://127.0.0.1:9", "CONSUL_HTTP_ADDR=https://127.0.0.1:9", "CONSUL_TOKEN=services-token", "CONSUL_CA=" + ca}
-	for k, v := range env {
-		cmd.Env = append(cmd.Env, "NOMAD_VAR_"+k+"="+v)
-	}
-	b, err := cmd.CombinedOutput()
-	c, _ := os.ReadFile(log)
-	return string(b), err, string(c)
-}
-
-func TestNomadRunRefusesAClusterDeployWithoutTheOperatorsValues(t *testing.T) {
-	var required []string
-	for k := range operatorEnv {
-		if k != "counts" {
-			required = append(required, k)
+// By hand on the cluster (nomad/README.md, "Cluster"): the operator's
+// NOMAD_VAR_* exports and no var file, the defaults being the cluster's.
+// Nomad makes of that exactly the job make nomad-run submits.
+func TestByHandOnTheClusterIsWhatNomadRunSubmits(t *testing.T) {
+	for _, f := range jobFiles(t) {
+		viaRun := clusterJob(t, f, operatorEnv)
+		args := []string{f}
+		if f == "monitoring.nomad.hcl" {
+			args = []string{"-var", "grafana_dashboard=" + dashboard(t), f}
 		}
-	}
-	sort.Strings(required)
-	out, err, calls := nomadRun(t, nil)
-	if err == nil {
-		t.Fatalf("nomad-run deployed to a cluster with no release, NSQ, monitoring or Redis node given:\n%s", out)
-	}
-	for _, k := range required {
-		if !strings.Contains(out, "NOMAD_VAR_"+k) {
-			t.Errorf("nomad-run's refusal does not name NOMAD_VAR_%s:\n%s", k, out)
+		byHand, err := nomadOutput(t, envList(operatorEnv), args...)
+		if err != nil {
+			t.Fatalf("by hand: %v", err)
 		}
-	}
-	if strings.Contains(calls, "job run") || strings.Contains(calls, "var put") {
-		t.Errorf("nomad-run called nomad before refusing: %s", calls)
-	}
-
-	for _, bad := range []struct{ name, value string }{
-		{"release_sha256", strings.Repeat("0", 64)},
-		{"nsq_sha256", strings.Repeat("0", 64)},
-		{"grafana_sha256", "sha256:" + strings.Repeat("ab", 32)},
-		{"prometheus_sha256", strings.Repeat("ab", 31)},
-		{"redis_node", ""},
-	} {
-		env := map[string]string{}
-		for _, k := range required {
-			env[k] = operatorEnv[k]
-		}
-		env[bad.name] = bad.value
-		out, err, calls := nomadRun(t, env)
-		if err == nil || !strings.Contains(out, "NOMAD_VAR_"+bad.name) {
-			t.Errorf("NOMAD_VAR_%s=%s: nomad-run did not refuse naming it (err %v):\n%s", bad.name, bad.value, err, out)
-		}
-		for _, k := range required {
-			if k != bad.name && strings.Contains(out, "NOMAD_VAR_"+k) {
-				t.Errorf("NOMAD_VAR_%s=%s: the refusal also names the valid NOMAD_VAR_%s:\n%s", bad.name, bad.value, k, out)
-			}
-		}
-		if strings.Contains(calls, "job run") {
-			t.Errorf("nomad-run ran a job before refusing: %s", calls)
+		a, _ := json.MarshalIndent(byHand, "", " ")
+		b, _ := json.MarshalIndent(viaRun, "", " ")
+		if string(a) != string(b) {
+			t.Errorf("%s: nomad job run with the operator's NOMAD_VAR_* differs from what make nomad-run submits:\n%s",
+				f, firstDifference(string(a), string(b)))
 		}
 	}
 }
 
-// The model in clusterJob, checked against the real parser: Nomad renders
-// a job offline with `nomad job run -output`.
-func TestNomadAppliesVarFilesAfterTheEnvironment(t *testing.T) {
-	nomad := nomadBin(t)
-	cmd := exec.Command(nomad, "job", "run", "-output", "-var-file=vars/cluster.hcl", "integer-api.nomad.hcl")
-	cmd.Env = append(os.Environ(), "NOMAD_ADDR=http://127.0.0.1:9")
-	for k, v := range operatorEnv {
-		cmd.Env = append(cmd.Env, "NOMAD_VAR_"+k+"="+v)
-	}
-	b, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("nomad job run -output: %v\n%s", err, b)
-	}
-	var out struct{ Job api.Job }
-	if err := json.Unmarshal(b, &out); err != nil {
-		t.Fatal(err)
-	}
-	model := clusterJob(t, "integer-api.nomad.hcl", operatorEnv)
-	real := out.Job.TaskGroups[0]
-	if *real.Count != *model.TaskGroups[0].Count {
-		t.Errorf("count: nomad %d, the checks' model %d", *real.Count, *model.TaskGroups[0].Count)
-	}
-	ra, ma := real.Tasks[0].Artifacts, model.TaskGroups[0].Tasks[0].Artifacts
-	if len(ra) != 1 || len(ma) != 1 || *ra[0].GetterSource != *ma[0].GetterSource ||
-		ra[0].GetterOptions["checksum"] != ma[0].GetterOptions["checksum"] {
-		t.Errorf("artifacts: nomad %s, the checks' model %s", show(ra), show(ma))
-	}
-	cmd = exec.Command(nomad, "job", "run", "-output", "-var-file=vars/cluster.hcl", "redis.nomad.hcl")
-	cmd.Env = append(os.Environ(), "NOMAD_ADDR=http://127.0.0.1:9", "NOMAD_VAR_redis_node=client-2")
-	if b, err = cmd.Output(); err != nil {
-		t.Fatalf("nomad job run -output redis.nomad.hcl: %v\n%s", err, b)
-	}
-	var redis struct{ Job api.Job }
-	json.Unmarshal(b, &redis)
-	for _, g := range redis.Job.TaskGroups {
-		if len(g.Constraints) != 1 || g.Constraints[0].LTarget != "${node.unique.name}" || g.Constraints[0].RTarget != "client-2" {
-			t.Errorf("redis group %s: constraints %s, want ${node.unique.name} = client-2", *g.Name, show2(g.Constraints))
+// firstDifference shows the first line where two texts differ.
+func firstDifference(a, b string) string {
+	al, bl := strings.Split(a, "\n"), strings.Split(b, "\n")
+	for i := 0; i < len(al) && i < len(bl); i++ {
+		if al[i] != bl[i] {
+			return "line " + strconv.Itoa(i+1) + ": by hand " + strings.TrimSpace(al[i]) + ", make nomad-run " + strings.TrimSpace(bl[i])
 		}
 	}
-	if *ra[0].GetterSource != operatorEnv["release_url"] {
-		t.Errorf("nomad job run -var-file=vars/cluster.hcl with NOMAD_VAR_release_url: artifact %s", *ra[0].GetterSource)
-	}
-}
-
-func show2(cs []*api.Constraint) string {
-	b, _ := json.Marshal(cs)
-	return string(b)
-}
-
-func show(as []*api.TaskArtifact) string {
-	b, _ := json.Marshal(as)
-	return string(b)
+	return "one is longer"
 }
 
 // nomadBin is NOMAD_BIN or nomad on PATH; without one the test is skipped.

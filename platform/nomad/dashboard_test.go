@@ -9,10 +9,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/hashicorp/nomad/api"
 	"github.com/prometheus/client_golang/prometheus"
 	"gopkg.in/yaml.v3"
-
-	"github.com/loopstock/loopstock/platform/jobcheck"
 
 	"github.com/loopstock/loopstock/services/averager"
 	"github.com/loopstock/loopstock/services/integerapi"
@@ -132,17 +131,13 @@ func TestMetricNamesFollowConventions(t *testing.T) {
 // The Prometheus configuration the monitoring job renders is valid YAML
 // and scrapes every loopstock service found through Consul, on both targets.
 func TestPrometheusConfigScrapesEveryService(t *testing.T) {
-	src, err := os.ReadFile("monitoring.nomad.hcl")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, target := range []string{"dev", "cluster"} {
-		pf, diags := jobcheck.Parse("monitoring.nomad.hcl", src, varFiles(t, target))
-		if diags.HasErrors() {
-			t.Fatal(diags)
+	for target, tg := range targets(t) {
+		job, err := parseJob(t, "monitoring.nomad.hcl", jobVars(t, "monitoring.nomad.hcl", tg))
+		if err != nil {
+			t.Fatal(err)
 		}
 		var rendered string
-		for _, g := range pf.Job.TaskGroups {
+		for _, g := range job.TaskGroups {
 			for _, task := range g.Tasks {
 				for _, tpl := range task.Templates {
 					if tpl.DestPath != nil && *tpl.DestPath == "local/prometheus.yml" {
@@ -178,5 +173,48 @@ func TestPrometheusConfigScrapesEveryService(t *testing.T) {
 		if (target == "cluster") != (sd.Scheme == "https" && sd.TLS["ca_file"] != nil) {
 			t.Errorf("%s: consul over %s with tls %v", target, sd.Scheme, sd.TLS)
 		}
+	}
+}
+
+// Grafana provisions the dashboard as it is in the repository: the job
+// gets its text as the variable grafana_dashboard (Nomad's parse API
+// refuses file()), with delimiters its {{legend}} formats do not use.
+// Without it Grafana runs with no dashboard rather than an empty one.
+func TestGrafanaProvisionsTheDashboardFile(t *testing.T) {
+	dashboardTemplate := func(job *api.Job) *api.Template {
+		for _, g := range job.TaskGroups {
+			for _, task := range g.Tasks {
+				for _, tpl := range task.Templates {
+					if tpl.DestPath != nil && *tpl.DestPath == "local/dashboards/loopstock.json" {
+						return tpl
+					}
+				}
+			}
+		}
+		return nil
+	}
+	for target, tg := range targets(t) {
+		job, err := parseJob(t, "monitoring.nomad.hcl", jobVars(t, "monitoring.nomad.hcl", tg))
+		if err != nil {
+			t.Fatal(err)
+		}
+		tpl := dashboardTemplate(job)
+		switch {
+		case tpl == nil || tpl.EmbeddedTmpl == nil:
+			t.Errorf("%s: no template renders local/dashboards/loopstock.json", target)
+		case *tpl.EmbeddedTmpl != dashboard(t):
+			t.Errorf("%s: the provisioned dashboard is not monitoring/loopstock-dashboard.json as it is", target)
+		case tpl.LeftDelim == nil || strings.Contains(dashboard(t), *tpl.LeftDelim):
+			t.Errorf("%s: the dashboard's template delimiter %v occurs in the dashboard", target, tpl.LeftDelim)
+		}
+	}
+	tg := targets(t)["dev"]
+	delete(tg.overrides, "grafana_dashboard")
+	job, err := parseJob(t, "monitoring.nomad.hcl", jobVars(t, "monitoring.nomad.hcl", tg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tpl := dashboardTemplate(job); tpl != nil {
+		t.Errorf("without grafana_dashboard the job still renders a dashboard: %+v", tpl)
 	}
 }

@@ -1,101 +1,256 @@
-// Package nomad holds the job files; these tests check them the way Nomad
-// reads them (internal/jobcheck) and against the binaries' own flags.
+// Package nomad holds the job files; these tests have the real Nomad parse
+// them (`nomad job run -output`, with the var file make nomad-run gives
+// each job) and check what Nomad made of them against the cluster's shape
+// and the binaries' own flags.
 package nomad
 
 import (
 	"bytes"
+	"encoding/json"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/hashicorp/hcl/v2/hclwrite"
 	"github.com/hashicorp/nomad/api"
-	"github.com/zclconf/go-cty/cty"
 
-	"github.com/loopstock/loopstock/platform/jobcheck"
+	"github.com/loopstock/loopstock/platform/deploy"
 	"github.com/loopstock/loopstock/services/averager"
 	"github.com/loopstock/loopstock/services/integerapi"
 	"github.com/loopstock/loopstock/services/integergen"
 )
 
-// targets are the var files, with what make nomad-run adds on the command line.
-var targets = map[string][]string{
-	"dev":     {"vars/dev.hcl", "bin_dir = \"/opt/loopstock/.bin\"\n"},
-	"cluster": {"vars/cluster.hcl"},
+// target is what make nomad-run hands every job on one target: the shared
+// var file, the operator's NOMAD_VAR_* and the values it adds itself.
+type target struct {
+	shared    string
+	env       map[string]string
+	overrides map[string]string
+}
+
+func targets(t *testing.T) map[string]target {
+	return map[string]target{
+		"dev": {shared: "vars/dev.hcl", overrides: map[string]string{
+			"bin_dir": "/opt/loopstock/.bin", "redis_node": "loopstock-dev", "grafana_dashboard": dashboard(t)}},
+		"cluster": {shared: "vars/cluster.hcl", env: operatorEnv, overrides: map[string]string{"grafana_dashboard": dashboard(t)}},
+	}
+}
+
+func dashboard(t *testing.T) string {
+	b, err := os.ReadFile("monitoring/loopstock-dashboard.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// envList is env as NOMAD_VAR_name=value entries.
+func envList(env map[string]string) []string {
+	var out []string
+	for k, v := range env {
+		out = append(out, "NOMAD_VAR_"+k+"="+v)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// jobVars is the var file make nomad-run gives a job on a target.
+func jobVars(t *testing.T, file string, tg target) string {
+	t.Helper()
+	vars, err := deploy.JobVariables(file, tg.shared, envList(tg.env), tg.overrides)
+	if err != nil {
+		t.Fatalf("%s with %s: %v", file, tg.shared, err)
+	}
+	return vars
+}
+
+var (
+	parsedMu sync.Mutex
+	parsed   = map[string]*api.Job{}
+)
+
+// nomadOutput runs `nomad job run -output` with args: Nomad parses the job
+// file locally, with its own parser, and prints the job as JSON; no agent
+// is asked. NOMAD_VAR_* of the test's environment are not passed on.
+func nomadOutput(t *testing.T, env []string, args ...string) (*api.Job, error) {
+	t.Helper()
+	cmd := exec.Command(nomadBin(t), append([]string{"job", "run", "-output"}, args...)...)
+	cmd.Env = []string{"NOMAD_ADDR=http://127.0.0.1:9", "HOME=" + os.Getenv("HOME"), "PATH=" + os.Getenv("PATH")}
+	cmd.Env = append(cmd.Env, env...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("nomad job run -output %s: %v\n%s%s", strings.Join(args, " "), err, stderr.Bytes(), out)
+	}
+	var wrapped struct{ Job *api.Job }
+	if err := json.Unmarshal(out, &wrapped); err != nil || wrapped.Job == nil {
+		return nil, fmt.Errorf("nomad job run -output %s printed no job (%v):\n%s", strings.Join(args, " "), err, out)
+	}
+	return wrapped.Job, nil
+}
+
+// parseJob is Nomad's job from a job file and the text of a var file.
+func parseJob(t *testing.T, file, variables string) (*api.Job, error) {
+	t.Helper()
+	parsedMu.Lock()
+	defer parsedMu.Unlock()
+	key := file + "\x00" + variables
+	if job, ok := parsed[key]; ok {
+		return job, nil
+	}
+	varFile := filepath.Join(t.TempDir(), strings.TrimSuffix(filepath.Base(file), ".nomad.hcl")+".vars.hcl")
+	if err := os.WriteFile(varFile, []byte(variables), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	job, err := nomadOutput(t, nil, "-var-file="+varFile, file)
+	if err == nil {
+		parsed[key] = job
+	}
+	return job, err
 }
 
 func jobFiles(t *testing.T) []string {
 	files, err := filepath.Glob("*.nomad.hcl")
-	if err != nil || len(files) < 6 {
+	if err != nil || len(files) < 7 {
 		t.Fatalf("job files %v (%v)", files, err)
 	}
 	return files
 }
 
-func varFiles(t *testing.T, target string) map[string][]byte {
-	out := map[string][]byte{}
-	for i, f := range targets[target] {
-		if strings.HasSuffix(f, ".hcl") {
-			src, err := os.ReadFile(f)
-			if err != nil {
-				t.Fatal(err)
-			}
-			out[f] = src
-		} else {
-			out["-var "+strings.Fields(f)[0]+" (#"+string(rune('0'+i))+")"] = []byte(f)
-		}
-	}
-	return out
-}
-
-type parsed struct {
+type parsedJob struct {
 	file, target string
 	job          *api.Job
 }
 
-func parseAll(t *testing.T) []parsed {
-	var out []parsed
+// parseAll is every job file on every target, as make nomad-run submits it.
+func parseAll(t *testing.T) []parsedJob {
+	t.Helper()
+	var out []parsedJob
 	for _, f := range jobFiles(t) {
-		src, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, target := range []string{"dev", "cluster"} {
-			pf, diags := jobcheck.Parse(f, src, varFiles(t, target))
-			if diags.HasErrors() {
-				t.Fatalf("%s with %s variables:\n%s", f, target, diags.Error())
+		for _, name := range []string{"dev", "cluster"} {
+			job, err := parseJob(t, f, jobVars(t, f, targets(t)[name]))
+			if err != nil {
+				t.Fatalf("%s on the %s target: %v", f, name, err)
 			}
-			out = append(out, parsed{f, target, pf.Job})
+			out = append(out, parsedJob{f, name, job})
 		}
 	}
 	return out
 }
 
-func TestJobFilesDecodeIntoNomadTypes(t *testing.T) {
+func TestNomadParsesEveryJobOnEveryTarget(t *testing.T) {
 	for _, p := range parseAll(t) {
-		if p.job.ID == nil || *p.job.ID == "" || len(p.job.TaskGroups) == 0 {
-			t.Errorf("%s (%s): empty job", p.file, p.target)
+		want := strings.TrimSuffix(p.file, ".nomad.hcl")
+		if p.job.ID == nil || *p.job.ID != want || len(p.job.TaskGroups) == 0 {
+			t.Errorf("%s (%s): job %v with %d groups, want job %s with groups", p.file, p.target, p.job.ID, len(p.job.TaskGroups), want)
 		}
 	}
 }
 
 func TestAMisspeltAttributeIsReportedWithItsLine(t *testing.T) {
-	src, _ := os.ReadFile("integer-api.nomad.hcl")
-	bad := bytes.Replace(src, []byte("kill_timeout = "), []byte("kill_timeuot = "), 1)
-	_, diags := jobcheck.Parse("integer-api.nomad.hcl", bad, varFiles(t, "dev"))
-	if !diags.HasErrors() || !regexp.MustCompile(`integer-api\.nomad\.hcl:\d+`).MatchString(diags.Error()) ||
-		!strings.Contains(diags.Error(), "kill_timeuot") {
-		t.Fatalf("a misspelt attribute gave: %v", diags)
+	src, err := os.ReadFile("integer-api.nomad.hcl")
+	if err != nil {
+		t.Fatal(err)
 	}
-	bad = bytes.Replace(src, []byte("restart {"), []byte("restrat {"), 1)
-	if _, diags := jobcheck.Parse("x.nomad.hcl", bad, varFiles(t, "dev")); !diags.HasErrors() {
-		t.Fatal("a misspelt block was accepted")
+	vars := jobVars(t, "integer-api.nomad.hcl", targets(t)["dev"])
+	for _, c := range []struct{ from, to string }{{"kill_timeout = ", "kill_timeuot = "}, {"restart {", "restrat {"}} {
+		bad := filepath.Join(t.TempDir(), "integer-api.nomad.hcl")
+		os.WriteFile(bad, bytes.Replace(src, []byte(c.from), []byte(c.to), 1), 0o644)
+		_, err := parseJob(t, bad, vars)
+		name := strings.Fields(c.to)[0]
+		if err == nil || !regexp.MustCompile(`integer-api\.nomad\.hcl:\d+`).MatchString(err.Error()) || !strings.Contains(err.Error(), name) {
+			t.Errorf("Nomad on a misspelt %s: %v; want an error naming it with integer-api.nomad.hcl:<line>", name, err)
+		}
 	}
-	if _, diags := jobcheck.Parse("x.nomad.hcl", src, map[string][]byte{"extra.hcl": []byte("no_such_variable = 1\n")}); !diags.HasErrors() {
-		t.Fatal("a var file setting an undeclared variable was accepted")
+}
+
+// Why each job gets a var file of its own: Nomad refuses one that sets a
+// variable the job does not declare.
+func TestNomadRefusesASharedVarFileAsItIs(t *testing.T) {
+	shared, err := os.ReadFile("vars/dev.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = parseJob(t, "integer-gen.nomad.hcl", string(shared))
+	if err == nil || !strings.Contains(err.Error(), `"redis_driver"`) {
+		t.Fatalf("integer-gen with vars/dev.hcl as it is (redis_driver, which it does not declare): %v", err)
+	}
+}
+
+// A setting in a shared var file that no job declares is a misspelt name.
+func TestEverySharedValueIsDeclaredBySomeJob(t *testing.T) {
+	for _, shared := range []string{"vars/dev.hcl", "vars/cluster.hcl"} {
+		unused, err := deploy.Unused(shared, jobFiles(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(unused) > 0 {
+			t.Errorf("%s sets %v, which no job declares", shared, unused)
+		}
+	}
+}
+
+// hclBody is a job file's syntax tree.
+func hclBody(t *testing.T, file string) (*hclsyntax.Body, []byte) {
+	t.Helper()
+	src, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, diags := hclsyntax.ParseConfig(src, file, hcl.Pos{Line: 1, Column: 1})
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	return f.Body.(*hclsyntax.Body), src
+}
+
+// Each job declares only the variables it uses (Nomad itself refuses one
+// it uses without declaring it).
+func TestEveryJobUsesEveryVariableItDeclares(t *testing.T) {
+	for _, f := range jobFiles(t) {
+		body, src := hclBody(t, f)
+		declared, err := deploy.Declared(f, src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		used := map[string]bool{}
+		hclsyntax.VisitAll(body, func(n hclsyntax.Node) hcl.Diagnostics {
+			if e, ok := n.(*hclsyntax.ScopeTraversalExpr); ok && e.Traversal.RootName() == "var" && len(e.Traversal) > 1 {
+				if a, ok := e.Traversal[1].(hcl.TraverseAttr); ok {
+					used[a.Name] = true
+				}
+			}
+			return nil
+		})
+		for name := range declared {
+			if !used[name] {
+				t.Errorf("%s declares variable %q and never uses it", f, name)
+			}
+		}
+	}
+}
+
+// Nomad's parse API (make nomad-run's) does not let a job read files: the
+// job would parse on the command line and be refused by make nomad-run.
+func TestNoJobReadsAFile(t *testing.T) {
+	fileFuncs := map[string]bool{"file": true, "filebase64": true, "fileexists": true, "fileset": true, "templatefile": true, "abspath": true}
+	for _, f := range jobFiles(t) {
+		body, _ := hclBody(t, f)
+		hclsyntax.VisitAll(body, func(n hclsyntax.Node) hcl.Diagnostics {
+			if c, ok := n.(*hclsyntax.FunctionCallExpr); ok && fileFuncs[c.Name] {
+				t.Errorf("%s: %s() at line %d: Nomad's parse API refuses it; pass the content as a variable", f, c.Name, c.NameRange.Start.Line)
+			}
+			return nil
+		})
 	}
 }
 
@@ -114,31 +269,29 @@ func TestFormattingIsCanonical(t *testing.T) {
 var selfRegistering = map[string]bool{integergen.Name: true, averager.Name: true, integerapi.Name: true}
 
 func command(task *api.Task) string {
-	v, ok := task.Config["command"].(cty.Value)
-	if !ok || !v.IsWhollyKnown() || v.Type() != cty.String {
-		return ""
-	}
-	return filepath.Base(v.AsString())
+	s, _ := task.Config["command"].(string)
+	return filepath.Base(s)
 }
 
 func args(task *api.Task) []string {
-	v, ok := task.Config["args"].(cty.Value)
-	if !ok || !v.IsWhollyKnown() {
-		return nil
-	}
+	list, _ := task.Config["args"].([]any)
 	var out []string
-	for it := v.ElementIterator(); it.Next(); {
-		_, e := it.Element()
-		out = append(out, e.AsString())
+	for _, a := range list {
+		out = append(out, fmt.Sprint(a))
 	}
 	return out
 }
 
+// inConsul: a service Nomad registers in Consul (not in its own catalog).
+func inConsul(s *api.Service) bool { return s.Provider == "" || s.Provider == "consul" }
+
 func TestEveryJobSetsUpdateRestartResourcesAndChecks(t *testing.T) {
 	for _, p := range parseAll(t) {
 		where := p.file + " (" + p.target + ")"
-		if p.job.Update == nil || p.job.Update.HealthCheck == nil || p.job.Update.MinHealthyTime == nil {
-			t.Errorf("%s: no update block with health-based progress", where)
+		// Without checks, health is only "the task runs": a version whose
+		// instances never answer would be kept.
+		if p.job.Update == nil || p.job.Update.HealthCheck == nil || *p.job.Update.HealthCheck != "checks" || p.job.Update.MinHealthyTime == nil {
+			t.Errorf("%s: no update block with health_check = \"checks\" and min_healthy_time", where)
 		}
 		if p.job.Type == nil || *p.job.Type != "system" {
 			if p.job.Update == nil || p.job.Update.AutoRevert == nil || !*p.job.Update.AutoRevert {
@@ -157,9 +310,12 @@ func TestEveryJobSetsUpdateRestartResourcesAndChecks(t *testing.T) {
 			checked := false
 			for _, s := range g.Services {
 				checked = checked || len(s.Checks) > 0
-				if selfRegistering[s.Name] {
-					t.Errorf("%s: Nomad registers %s, which registers itself: it would appear twice", gw, s.Name)
+				if inConsul(s) && selfRegistering[s.Name] {
+					t.Errorf("%s: Nomad registers %s in Consul, which it registers itself in: it would appear twice", gw, s.Name)
 				}
+			}
+			if !checked {
+				t.Errorf("%s: no service check, so no deployment health", gw)
 			}
 			for _, task := range g.Tasks {
 				tw := gw + " task " + task.Name
@@ -170,22 +326,85 @@ func TestEveryJobSetsUpdateRestartResourcesAndChecks(t *testing.T) {
 					t.Errorf("%s: kill_timeout missing or under 5s (graceful shutdown needs it)", tw)
 				}
 				if selfRegistering[command(task)] {
-					checked = true
+					checksHealthOnItsPort(t, tw, g, task)
 				}
-			}
-			if !checked {
-				t.Errorf("%s: no consul health check (no service check, no self-registering binary)", gw)
 			}
 		}
 	}
 }
 
-// sampleEnv is what a task's environment holds at run time for the flags
-// check: the env block, and what env templates provide.
-func sampleEnv(task *api.Task) map[string]string {
+// checksHealthOnItsPort: a self-registering service's group has a Nomad
+// check of /health on the port the binary listens on.
+func checksHealthOnItsPort(t *testing.T, where string, g *api.TaskGroup, task *api.Task) {
+	t.Helper()
+	prefix := strings.ToUpper(strings.ReplaceAll(command(task), "-", "_")) + "_"
+	m := regexp.MustCompile(`^\$\{NOMAD_ADDR_(\w+)\}$`).FindStringSubmatch(task.Env[prefix+"HTTP_ADDR"])
+	if m == nil {
+		t.Errorf("%s: %sHTTP_ADDR is %q, not a port's ${NOMAD_ADDR_<label>}", where, prefix, task.Env[prefix+"HTTP_ADDR"])
+		return
+	}
+	for _, s := range g.Services {
+		for _, c := range s.Checks {
+			port := c.PortLabel
+			if port == "" {
+				port = s.PortLabel
+			}
+			if !inConsul(s) && c.Type == "http" && c.Path == "/health" && port == m[1] {
+				return
+			}
+		}
+	}
+	t.Errorf("%s: no Nomad (provider \"nomad\") http check of /health on port %q, where %s listens: deployments would not wait for it",
+		where, m[1], command(task))
+}
+
+// runtimeEnv is what Nomad puts in a task's environment at run time, for
+// the group's ports: the values the tasks' settings are interpolated with.
+func runtimeEnv(g *api.TaskGroup) map[string]string {
+	env := map[string]string{
+		"NOMAD_ALLOC_ID": "5f0e8c2a-1d3b-4c5e-9f7a-0b1c2d3e4f50", "NOMAD_ALLOC_DIR": "/alloc",
+		"NOMAD_TASK_DIR": "/local", "NOMAD_SECRETS_DIR": "/secrets",
+	}
+	for _, n := range g.Networks {
+		for i, p := range append(append([]api.Port{}, n.DynamicPorts...), n.ReservedPorts...) {
+			port := fmt.Sprint(25000 + i)
+			env["NOMAD_IP_"+p.Label], env["NOMAD_PORT_"+p.Label], env["NOMAD_ADDR_"+p.Label] = "10.0.0.5", port, "10.0.0.5:"+port
+		}
+	}
+	return env
+}
+
+var runtimeRef = regexp.MustCompile(`\$\{([A-Za-z0-9_.]+)\}`)
+
+// interpolate replaces ${NAME} as Nomad does at run time; a name Nomad
+// would not know is an error (a misspelt port label, say).
+func interpolate(s string, env map[string]string) (string, error) {
+	var unknown []string
+	out := runtimeRef.ReplaceAllStringFunc(s, func(ref string) string {
+		name := runtimeRef.FindStringSubmatch(ref)[1]
+		v, ok := env[name]
+		if !ok {
+			unknown = append(unknown, ref)
+		}
+		return v
+	})
+	if len(unknown) > 0 {
+		return "", fmt.Errorf("%s: Nomad has no %s at run time", s, strings.Join(unknown, ", "))
+	}
+	return out, nil
+}
+
+// taskEnv is a task's environment at run time for the flags check: the env
+// block interpolated, and what env templates provide.
+func taskEnv(t *testing.T, where string, g *api.TaskGroup, task *api.Task) map[string]string {
+	rt := runtimeEnv(g)
 	env := map[string]string{}
 	for k, v := range task.Env {
-		env[k] = v
+		s, err := interpolate(v, rt)
+		if err != nil {
+			t.Errorf("%s: env %s: %v", where, k, err)
+		}
+		env[k] = s
 	}
 	for _, tpl := range task.Templates {
 		if tpl.Envvars != nil && *tpl.Envvars && tpl.EmbeddedTmpl != nil {
@@ -213,7 +432,7 @@ func TestTaskSettingsAreAcceptedByTheBinaries(t *testing.T) {
 					continue
 				}
 				seen[name] = true
-				env := sampleEnv(task)
+				env := taskEnv(t, p.file+" ("+p.target+")", g, task)
 				prefix := strings.ToUpper(strings.ReplaceAll(name, "-", "_")) + "_"
 				for k, v := range env {
 					if !strings.HasPrefix(k, prefix) && !strings.HasPrefix(k, "CONSUL_") {
@@ -242,23 +461,24 @@ func TestEveryDiscoveredServiceIsRegistered(t *testing.T) {
 	registered := map[string]string{}
 	for _, p := range parseAll(t) {
 		for _, g := range p.job.TaskGroups {
-			for _, s := range g.Services {
-				registered[s.Name] = p.file
-			}
+			services := append([]*api.Service{}, g.Services...)
 			for _, task := range g.Tasks {
-				for _, s := range task.Services {
-					registered[s.Name] = p.file
-				}
+				services = append(services, task.Services...)
 				if name := command(task); selfRegistering[name] {
 					registered[name] = p.file + " (registers itself)"
 				}
 			}
+			for _, s := range services {
+				if inConsul(s) {
+					registered[s.Name] = p.file
+				}
+			}
 		}
 	}
-	gen, avg, api := integergen.NewOptions(), averager.NewOptions(), integerapi.NewOptions()
+	gen, avg, apiOpts := integergen.NewOptions(), averager.NewOptions(), integerapi.NewOptions()
 	discovered := map[string]string{
 		gen.NSQDService: "integer-gen", avg.LookupdService: "integeraverage-cal", avg.NSQDService: "integeraverage-cal (dead letters)",
-		avg.APIService: "integeraverage-cal", api.RedisService: "integer-api",
+		avg.APIService: "integeraverage-cal", apiOpts.RedisService: "integer-api",
 	}
 	var names []string
 	for n := range discovered {
@@ -267,25 +487,88 @@ func TestEveryDiscoveredServiceIsRegistered(t *testing.T) {
 	sort.Strings(names)
 	for _, n := range names {
 		if registered[n] == "" {
-			t.Errorf("%s discovers %q in consul, but no job registers it", discovered[n], n)
+			t.Errorf("%s discovers %q in consul, but no job registers it there", discovered[n], n)
 		}
 	}
 }
 
-// Every job declares the same variables, so one var file serves them all.
-func TestEveryJobDeclaresTheSameVariables(t *testing.T) {
-	var first, firstFile string
-	for _, f := range jobFiles(t) {
-		src, _ := os.ReadFile(f)
-		i := bytes.Index(src, []byte("# ---- variables shared by every job file"))
-		if i < 0 {
-			t.Errorf("%s has no shared variables section", f)
-			continue
+var (
+	nomadVarRef = regexp.MustCompile(`nomadVar "([^"]+)"`)
+	itemRef     = regexp.MustCompile(`\{\{-?\s*\.(\w+)\s*-?\}\}`)
+)
+
+// secretsRead are the Nomad variable items a job's templates read:
+// path → items.
+func secretsRead(job *api.Job) map[string][]string {
+	seen := map[string]map[string]bool{}
+	for _, g := range job.TaskGroups {
+		for _, task := range g.Tasks {
+			for _, tpl := range task.Templates {
+				if tpl.EmbeddedTmpl == nil {
+					continue
+				}
+				for _, m := range nomadVarRef.FindAllStringSubmatch(*tpl.EmbeddedTmpl, -1) {
+					if seen[m[1]] == nil {
+						seen[m[1]] = map[string]bool{}
+					}
+					for _, item := range itemRef.FindAllStringSubmatch(*tpl.EmbeddedTmpl, -1) {
+						seen[m[1]][item[1]] = true
+					}
+				}
+			}
 		}
-		if first == "" {
-			first, firstFile = string(src[i:]), f
-		} else if string(src[i:]) != first {
-			t.Errorf("%s's variables differ from %s's", f, firstFile)
+	}
+	out := map[string][]string{}
+	for path, items := range seen {
+		for item := range items {
+			out[path] = append(out[path], item)
 		}
+		sort.Strings(out[path])
+	}
+	return out
+}
+
+// wantSecrets are the items make nomad-run writes for a job: its own, and
+// with consul_tls the Consul token and CA.
+func wantSecrets(job string, consulTLS bool) map[string][]string {
+	items := append([]string{}, deploy.Secrets[job]...)
+	for _, j := range deploy.ConsulSecrets {
+		if consulTLS && j == job {
+			items = append(items, "consul_token", "consul_ca")
+		}
+	}
+	if len(items) == 0 {
+		return map[string][]string{}
+	}
+	sort.Strings(items)
+	return map[string][]string{"nomad/jobs/" + job: items}
+}
+
+// A template waits until its Nomad variable exists: a job reading one
+// make nomad-run (or the README's nomad var put) does not write stays
+// pending. Each job reads exactly what is written for it.
+func TestEachJobReadsExactlyTheNomadVariablesWrittenForIt(t *testing.T) {
+	for _, p := range parseAll(t) {
+		got, want := secretsRead(p.job), wantSecrets(*p.job.ID, p.target == "cluster")
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("%s (%s): its templates read %v; make nomad-run writes %v", p.file, p.target, got, want)
+		}
+	}
+}
+
+// Every artifact a job downloads is checked against its SHA-256.
+func TestEveryArtifactIsPinnedWithAChecksum(t *testing.T) {
+	sum := regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
+	n := 0
+	for _, p := range parseAll(t) {
+		for where, a := range artifacts(p.job) {
+			n++
+			if c := a.GetterOptions["checksum"]; !sum.MatchString(c) {
+				t.Errorf("%s (%s) %s: artifact %s with checksum %q, want sha256:<64 hex digits>", p.file, p.target, where, *a.GetterSource, c)
+			}
+		}
+	}
+	if n == 0 {
+		t.Fatal("no artifact in any job on any target: the cluster's come from NOMAD_VAR_*_url")
 	}
 }

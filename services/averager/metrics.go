@@ -66,4 +66,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 
 // DescribeMetrics registers every metric of integeraverage-cal on reg: the
 // list the dashboard's queries are checked against.
-func DescribeMetrics(reg prometheus.Registerer) { newMetrics(reg) }
+func DescribeMetrics(reg prometheus.Registerer) {
+	newMetrics(reg)
+	reg.MustRegister(newNSQDCollector(nil, NewOptions(), nil)) // Describe needs neither watch nor log
+}

@@ -47,6 +47,9 @@ func Run(ctx context.Context, o Options, log *logrus.Entry) error {
 			dead: &deadLetter{pub: nsqpub.New(discovery.NodeName(rt.Consul), discovery.Follow(ctx, rt.Consul, discovery.NSQD(o.NSQDService), log),
 				o.DeadLetterTopic, 5*time.Second, log)},
 		}
+		// Every averager, standby or active, reports every nsqd: the backlog
+		// is watched even while no averager leads.
+		rt.Metrics.MustRegister(newNSQDCollector(discovery.FollowAll(ctx, rt.Consul, discovery.NSQD(o.NSQDService), log), o, log))
 		log.WithFields(logrus.Fields{"window": o.Window, "topic": o.Topic, "channel": o.Channel}).Info("integeraverage-cal started; campaigning for the leader lock")
 		return svc.Service{
 			Health: e.health,
