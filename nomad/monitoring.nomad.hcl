@@ -1,10 +1,13 @@
-# Monitoring: Prometheus, finding every loopstock service through Consul
-# service discovery, and Grafana with the dashboard in
-# nomad/monitoring/loopstock-dashboard.json provisioned (the variable
-# grafana_dashboard holds its text). On the cluster the binaries come from
-# their release tarballs (prometheus_url, grafana_url and their checksums);
-# on a dev agent from PATH (make nomad-run deploys this job only when
-# prometheus and grafana are installed).
+# Monitoring: Prometheus, finding every loopstock service (and
+# Alertmanager) through Consul service discovery, with the alert rules of
+# nomad/monitoring/rules.yml; Alertmanager, sending to the webhook an
+# operator sets; and, optionally, Grafana with the dashboard of
+# nomad/monitoring/loopstock-dashboard.json. The configuration files of
+# nomad/monitoring/ reach the job as variables (prometheus_config,
+# prometheus_rules, alertmanager_config, grafana_dashboard): make nomad-run
+# reads them; Nomad's parse API refuses file(). On the cluster the
+# binaries come from their release tarballs; on a dev agent, Prometheus
+# from bin_dir (make tools builds it) and Alertmanager from PATH.
 
 job "monitoring" {
   datacenters = var.datacenters
@@ -72,7 +75,7 @@ job "monitoring" {
       }
 
       config {
-        command = var.bin_dir != "" ? "prometheus" : "local/${local.prometheus.dir}/prometheus"
+        command = var.bin_dir != "" ? "${var.bin_dir}/prometheus" : "local/${local.prometheus.dir}/prometheus"
         args = [
           "--config.file=${NOMAD_TASK_DIR}/prometheus.yml",
           "--storage.tsdb.path=${NOMAD_ALLOC_DIR}/data/prometheus",
@@ -81,8 +84,15 @@ job "monitoring" {
         ]
       }
 
-      # The cluster's Consul (consul_tls): Prometheus's ACL token and the CA,
-      # from the job's Nomad variable; a dev agent's Consul has neither.
+      # What the configuration's template reads (nomad/monitoring/prometheus.yml).
+      env {
+        CONSUL_HTTP_ADDR = var.consul_http_addr
+        CONSUL_HTTP_SSL  = var.consul_tls ? "true" : "false"
+      }
+
+      # The cluster's Consul (consul_tls): Prometheus's own ACL token and
+      # the CA, from the job's Nomad variable; a dev agent's Consul has
+      # neither.
       dynamic "template" {
         for_each = var.consul_tls ? ["consul_token"] : []
         content {
@@ -106,26 +116,19 @@ job "monitoring" {
       }
 
       template {
-        data        = <<-EOT
-          global:
-            scrape_interval: 10s
-            evaluation_interval: 10s
-          scrape_configs:
-            - job_name: loopstock
-              consul_sd_configs:
-                - server: "${var.consul_http_addr}"
-                  scheme: "${var.consul_tls ? "https" : "http"}"
-                  services: ["integer-gen", "integeraverage-cal", "integer-api"]
-          ${local.consul_sd_tls}    relabel_configs:
-                - source_labels: [__meta_consul_service]
-                  target_label: service
-                - source_labels: [__meta_consul_service_id]
-                  target_label: instance
-                - source_labels: [__meta_consul_node]
-                  target_label: node
-        EOT
+        data        = var.prometheus_config
         destination = "local/prometheus.yml"
         change_mode = "restart"
+      }
+
+      # The rules as they are: their {{ $labels }} are Prometheus's own
+      # templates, not consul-template's.
+      template {
+        data            = var.prometheus_rules
+        destination     = "local/rules.yml"
+        left_delimiter  = "[[["
+        right_delimiter = "]]]"
+        change_mode     = "restart"
       }
 
       kill_timeout = "30s"
@@ -137,8 +140,86 @@ job "monitoring" {
     }
   }
 
-  group "grafana" {
+  group "alertmanager" {
     count = 1
+
+    network {
+      port "http" {}
+    }
+
+    ephemeral_disk {
+      size    = 256
+      sticky  = true
+      migrate = true
+    }
+
+    restart {
+      attempts = 5
+      interval = "5m"
+      delay    = "10s"
+      mode     = "delay"
+    }
+
+    # Prometheus finds it here (alerting in prometheus.yml).
+    service {
+      name = "alertmanager"
+      port = "http"
+      check {
+        type     = "http"
+        path     = "/-/ready"
+        interval = "10s"
+        timeout  = "2s"
+      }
+    }
+
+    task "alertmanager" {
+      driver = var.driver
+
+      dynamic "artifact" {
+        for_each = var.bin_dir != "" ? [] : [local.alertmanager]
+        content {
+          source = artifact.value.source
+          options {
+            checksum = artifact.value.checksum
+          }
+        }
+      }
+
+      config {
+        # On a dev agent: Debian's prometheus-alertmanager, from PATH.
+        command = var.bin_dir != "" ? "prometheus-alertmanager" : "local/${local.alertmanager.dir}/alertmanager"
+        args = [
+          "--config.file=${NOMAD_TASK_DIR}/alertmanager.yml",
+          "--storage.path=${NOMAD_ALLOC_DIR}/data/alertmanager",
+          "--web.listen-address=${NOMAD_ADDR_http}",
+          # One instance: no gossip between Alertmanagers.
+          "--cluster.listen-address=",
+        ]
+      }
+
+      env {
+        ALERTMANAGER_WEBHOOK_URL = var.alertmanager_webhook_url
+      }
+
+      template {
+        data        = var.alertmanager_config
+        destination = "local/alertmanager.yml"
+        change_mode = "restart"
+      }
+
+      kill_timeout = "20s"
+
+      resources {
+        cpu    = 100
+        memory = 128
+      }
+    }
+  }
+
+  # Optional: only when its tarball is given (cluster) or it is on PATH
+  # (dev agent); make nomad-run sets grafana.
+  group "grafana" {
+    count = var.grafana ? 1 : 0
 
     network {
       port "http" {}
@@ -172,7 +253,7 @@ job "monitoring" {
       driver = var.driver
 
       dynamic "artifact" {
-        for_each = var.bin_dir != "" ? [] : [local.grafana]
+        for_each = var.bin_dir != "" || !var.grafana ? [] : [local.grafana]
         content {
           source = artifact.value.source
           options {
@@ -274,7 +355,7 @@ variable "bin_dir" {
 }
 
 variable "prometheus_url" {
-  description = "Cluster: URL of the Prometheus 2.54.1 release tarball prometheus-2.54.1.linux-amd64.tar.gz."
+  description = "Cluster: URL of the Prometheus 3.16.0 release tarball prometheus-3.16.0.linux-amd64.tar.gz (make monitoring-release builds it in that layout from the pinned module)."
   type        = string
   default     = ""
 }
@@ -283,6 +364,45 @@ variable "prometheus_sha256" {
   description = "Cluster: SHA-256 of the Prometheus tarball."
   type        = string
   default     = ""
+}
+
+variable "alertmanager_url" {
+  description = "Cluster: URL of the Alertmanager 0.25.0 release tarball alertmanager-0.25.0.linux-amd64.tar.gz."
+  type        = string
+  default     = ""
+}
+
+variable "alertmanager_sha256" {
+  description = "Cluster: SHA-256 of the Alertmanager tarball."
+  type        = string
+  default     = ""
+}
+
+variable "alertmanager_webhook_url" {
+  description = "Where Alertmanager POSTs notifications (its webhook format). Empty: alerts are kept and shown by Alertmanager, sent nowhere."
+  type        = string
+  default     = ""
+}
+
+variable "prometheus_config" {
+  description = "The text of monitoring/prometheus.yml, a template (make nomad-run reads the file; by hand: -var \"prometheus_config=$(cat nomad/monitoring/prometheus.yml)\")."
+  type        = string
+}
+
+variable "prometheus_rules" {
+  description = "The text of monitoring/rules.yml (by hand: -var \"prometheus_rules=$(cat nomad/monitoring/rules.yml)\")."
+  type        = string
+}
+
+variable "alertmanager_config" {
+  description = "The text of monitoring/alertmanager.yml, a template (by hand: -var \"alertmanager_config=$(cat nomad/monitoring/alertmanager.yml)\")."
+  type        = string
+}
+
+variable "grafana" {
+  description = "Run Grafana: true with grafana_url and grafana_sha256 on the cluster, or grafana on PATH on a dev agent."
+  type        = bool
+  default     = false
 }
 
 variable "grafana_url" {
@@ -317,14 +437,7 @@ variable "consul_tls" {
 
 locals {
   # The tarballs and the folders they unpack to.
-  prometheus = { source = var.prometheus_url, checksum = "sha256:${var.prometheus_sha256}", dir = "prometheus-2.54.1.linux-amd64" }
-  grafana    = { source = var.grafana_url, checksum = "sha256:${var.grafana_sha256}", dir = "grafana-v11.2.0" }
-  # On the cluster Prometheus reads Consul over TLS with its own token
-  # (indented for its place in prometheus.yml above).
-  consul_sd_tls = !var.consul_tls ? "" : <<EOT
-        tls_config:
-          ca_file: "{{ env "NOMAD_SECRETS_DIR" }}/consul-ca.pem"
-        authorization:
-          credentials_file: "{{ env "NOMAD_SECRETS_DIR" }}/consul-token"
-EOT
+  prometheus   = { source = var.prometheus_url, checksum = "sha256:${var.prometheus_sha256}", dir = "prometheus-3.16.0.linux-amd64" }
+  alertmanager = { source = var.alertmanager_url, checksum = "sha256:${var.alertmanager_sha256}", dir = "alertmanager-0.25.0.linux-amd64" }
+  grafana      = { source = var.grafana_url, checksum = "sha256:${var.grafana_sha256}", dir = "grafana-v11.2.0" }
 }

@@ -358,6 +358,32 @@ func (c *cl) servicesToken() error {
 	return nil
 }
 
+// prometheusToken: Prometheus's token reads what its consul_sd_configs
+// reads (the datacenter from /v1/agent/self, the services, their healthy
+// instances with their nodes) and writes nothing. Raw requests, as above.
+func (c *cl) prometheusToken() error {
+	prom := c.consul.WithToken(c.secrets.Tokens["prometheus"].Secret)
+	if code, body, err := prom.Do("GET", "/v1/agent/self", ""); err != nil || code != 200 ||
+		!regexp.MustCompile(`"Datacenter":\s*"`+datacenter+`"`).Match(body) {
+		return fmt.Errorf("agent self (the datacenter): %d %.200s %v", code, body, err)
+	}
+	if code, body, err := prom.Do("GET", "/v1/catalog/services", ""); err != nil || code != 200 || !strings.Contains(string(body), `"consul"`) {
+		return fmt.Errorf("catalog services, consul among them: %d %.200s %v", code, body, err)
+	}
+	// Without node read Consul filters every instance out: an empty list.
+	if code, body, err := prom.Do("GET", "/v1/health/service/consul", ""); err != nil || code != 200 || !strings.Contains(string(body), `"Node"`) {
+		return fmt.Errorf("health of the consul service, with its nodes: %d %.200s %v", code, body, err)
+	}
+	if code, body, err := prom.Do("PUT", "/v1/kv/loopstock/prometheus-test", "x"); err != nil || code != 403 {
+		return fmt.Errorf("KV write was not refused: %d %s %v", code, body, err)
+	}
+	reg := `{"Name": "intruder", "Port": 9999}`
+	if code, body, err := prom.Do("PUT", "/v1/agent/service/register", reg); err != nil || code != 403 {
+		return fmt.Errorf("service register was not refused: %d %s %v", code, body, err)
+	}
+	return nil
+}
+
 // tlsOnly stays raw: it checks each server's TLS handshake, anonymously.
 func (c *cl) tlsOnly() error {
 	for _, h := range c.servers {

@@ -256,6 +256,7 @@ func TestCluster(t *testing.T) {
 	failed := c.check("no failed unit, every loopstock unit as designed", c.unitsAsDesigned)
 	c.check("Consul ACLs deny by default", c.aclDefaultDeny)
 	c.check("the services' token can do what the services need, nothing more", c.servicesToken)
+	c.check("Prometheus's token reads the catalog, writes nothing", c.prometheusToken)
 	tls := c.check("HTTPS only, verified with the cluster's CA; Nomad refuses a client without a certificate", c.tlsOnly)
 	c.check("Nomad ACLs on", c.nomadACL)
 	c.check("the Consul UI answers operators over HTTPS", c.consulUI)
@@ -297,13 +298,19 @@ func TestCluster(t *testing.T) {
 		}
 		return err
 	})
+	var mon *monitoringResult
+	c.check("monitoring: Prometheus finds every instance through Consul, every dashboard query has data, every rule evaluates, a stopped averager's alert reaches Alertmanager and resolves", func() (err error) {
+		mon, err = c.monitoring()
+		return err
+	})
 	if t.Failed() {
 		return
 	}
 	st.logf("client loss: %s killed with the active averager (moved there first: %v), services back after %s, %d windows, %d integers accepted, %d counted",
 		loss.killed, loss.leaderMoved, loss.recovered.Round(time.Second), loss.cmp.Windows, loss.cmp.Accepted, loss.cmp.Counted)
-	fmt.Printf("%s jobs=%d/%d passing=%d/%d api=%s rollout_failed=%d client_loss=%s lost=%d doubled=%d\n", summary,
-		jobs.jobsRunning, jobs.jobs, jobs.passing, jobs.services, api, rolloutFailed, ok(lossFailed), loss.cmp.Lost, loss.cmp.Doubled)
+	fmt.Printf("%s jobs=%d/%d passing=%d/%d api=%s rollout_failed=%d client_loss=%s lost=%d doubled=%d monitoring=ok targets=%d/%d dashboard_exprs=%d/%d rules=%d alert_fired=ok\n", summary,
+		jobs.jobsRunning, jobs.jobs, jobs.passing, jobs.services, api, rolloutFailed, ok(lossFailed), loss.cmp.Lost, loss.cmp.Doubled,
+		mon.targetsUp, mon.targets, mon.exprsData, mon.exprs, mon.rules)
 }
 
 func ok(b int) string {

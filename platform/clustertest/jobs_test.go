@@ -31,7 +31,7 @@ type jobsResult struct {
 // where the clients fetch them, NOMAD_VAR_* for their URLs and checksums,
 // then make nomad-run with the operator's addresses, TLS files and tokens.
 func (c *cl) deployJobs(serve func(urlPath, file string) string) (*jobsResult, error) {
-	for _, target := range []string{"dist", "nsq-release"} {
+	for _, target := range []string{"dist", "nsq-release", "monitoring-release"} {
 		c.st.logf("make %s", target)
 		// The hosts are amd64: the arm64 tarball is not needed here.
 		if out, err := c.make([]string{"DIST_ARCHS=amd64"}, target); err != nil {
@@ -54,10 +54,14 @@ func (c *cl) deployJobs(serve func(urlPath, file string) string) (*jobsResult, e
 			vars = append(vars, "NOMAD_VAR_release_url="+url, "NOMAD_VAR_release_sha256="+f[0])
 		case strings.HasPrefix(f[1], "nsq-"):
 			vars = append(vars, "NOMAD_VAR_nsq_url="+url, "NOMAD_VAR_nsq_sha256="+f[0])
+		case strings.HasPrefix(f[1], "prometheus-"):
+			vars = append(vars, "NOMAD_VAR_prometheus_url="+url, "NOMAD_VAR_prometheus_sha256="+f[0])
+		case strings.HasPrefix(f[1], "alertmanager-"):
+			vars = append(vars, "NOMAD_VAR_alertmanager_url="+url, "NOMAD_VAR_alertmanager_sha256="+f[0])
 		}
 	}
-	if len(vars) != 4 {
-		return nil, fmt.Errorf("dist/SHA256SUMS lacks the amd64 release or the NSQ tarball:\n%s", sums)
+	if len(vars) != 8 {
+		return nil, fmt.Errorf("dist/SHA256SUMS lacks the amd64 release, the NSQ, Prometheus or Alertmanager tarball:\n%s", sums)
 	}
 	files := c.t.TempDir()
 	for name, content := range map[string]string{"ca.pem": c.secrets.CA, "cli.pem": c.secrets.Certs["cli"].Cert, "cli-key.pem": c.secrets.Certs["cli"].Key} {
@@ -73,27 +77,31 @@ func (c *cl) deployJobs(serve func(urlPath, file string) string) (*jobsResult, e
 		"NOMAD_CLIENT_KEY="+filepath.Join(files, "cli-key.pem"), "NOMAD_TOKEN="+c.secrets.Tokens["nomad-bootstrap"].Secret,
 		"CONSUL_HTTP_ADDR=https://"+server+":8501", "CONSUL_TLS_SERVER_NAME=server."+datacenter+".consul",
 		"CONSUL_CACERT="+filepath.Join(files, "ca.pem"), "CONSUL_HTTP_TOKEN="+c.secrets.Tokens["consul-bootstrap"].Secret,
-		// The services' Consul token and CA (nomad/README.md).
+		// The services' Consul token and CA, and Prometheus's own token
+		// (nomad/README.md).
 		"CONSUL_TOKEN="+c.secrets.Tokens["loopstock"].Secret, "CONSUL_CA="+filepath.Join(files, "ca.pem"),
+		"PROMETHEUS_CONSUL_TOKEN="+c.secrets.Tokens["prometheus"].Secret,
 		// Redis keeps its data on the first client.
 		"NOMAD_VAR_redis_node="+c.clients[0].Name,
-		// No Prometheus or Grafana tarballs here.
-		"NOMAD_RUN_MONITORING=no",
+		// Alerts reach Alertmanager; no receiver here: the test reads them there.
+		// No Grafana tarball here: Grafana is optional.
 		// The only override: Redis runs under Docker on the cluster, and
 		// Docker cannot run inside these container hosts.
 		"NOMAD_RUN_VARS=redis_driver=exec"+copiesOverride(),
 	)
-	fmt.Println("cluster test: Redis runs with the exec driver instead of Docker (no Docker engine runs inside a container host); every other task runs with the cluster's exec driver; no monitoring job (no Prometheus or Grafana tarballs here)")
+	fmt.Println("cluster test: Redis runs with the exec driver instead of Docker (no Docker engine runs inside a container host); every other task runs with the cluster's exec driver; the monitoring job without Grafana (optional; no tarball here)")
 	c.st.logf("make nomad-run against %s", server)
 	out, err := c.make(env, "nomad-run")
-	c.st.logf("make nomad-run said:\n%s", tailString(out, 12))
 	if err != nil {
+		c.st.logf("make nomad-run said:\n%s", tailString(out, 150))
 		return nil, fmt.Errorf("make nomad-run: %v", err)
 	}
+	c.st.logf("make nomad-run said:\n%s", tailString(out, 12))
 	res := &jobsResult{}
 	// make nomad-run returned once this held; it is checked again from here.
 	c.waitFor("the stack ready (deploy.NotReady: allocations running and healthy, services passing)", 3*time.Minute, func() error {
-		pending, err := deploy.NotReady(c.ctx, c.nomadClient, c.consulClient, deploy.Jobs, deploy.Services)
+		pending, err := deploy.NotReady(c.ctx, c.nomadClient, c.consulClient, append(deploy.Jobs, "monitoring"),
+			append(deploy.Services, deploy.MonitoringServices...))
 		if err == nil && len(pending) > 0 {
 			err = fmt.Errorf("%s", strings.Join(pending, "; "))
 		}

@@ -92,15 +92,15 @@ func TestTheTargetsVarFilesSetOnlyDeclaredVariables(t *testing.T) {
 }
 
 var operatorEnv = map[string]string{
-	"release_url":       "https://releases.example/loopstock_1_linux_amd64.tar.gz",
-	"release_sha256":    strings.Repeat("ab", 32),
-	"nsq_url":           "https://releases.example/nsq.tar.gz",
-	"nsq_sha256":        strings.Repeat("cd", 32),
-	"prometheus_url":    "https://releases.example/prometheus.tar.gz",
-	"prometheus_sha256": strings.Repeat("ef", 32),
-	"grafana_url":       "https://releases.example/grafana.tar.gz",
-	"grafana_sha256":    strings.Repeat("01", 32),
-	"redis_node":        "client-1",
+	"release_url":         "https://releases.example/loopstock_1_linux_amd64.tar.gz",
+	"release_sha256":      strings.Repeat("ab", 32),
+	"nsq_url":             "https://releases.example/nsq.tar.gz",
+	"nsq_sha256":          strings.Repeat("cd", 32),
+	"prometheus_url":      "https://releases.example/prometheus.tar.gz",
+	"prometheus_sha256":   strings.Repeat("ef", 32),
+	"alertmanager_url":    "https://releases.example/alertmanager.tar.gz",
+	"alertmanager_sha256": strings.Repeat("01", 32),
+	"redis_node":          "client-1",
 }
 
 // A cluster deploy without the operator's values is refused with every
@@ -125,8 +125,8 @@ func TestRunRefusesAClusterDeployWithoutTheOperatorsValues(t *testing.T) {
 	ca := write(t, t.TempDir(), "ca.pem", "-----BEGIN CERTIFICATE-----\n")
 	base := []string{"NOMAD_ADDR=http://" + sink.Addr().String(), "CONSUL_HTTP_ADDR=http://" + sink.Addr().String(),
 		"CONSUL_TOKEN=services-token", "CONSUL_CA=" + ca}
-	run := func(vars map[string]string) (string, error) {
-		env := append([]string{}, base...)
+	run := func(vars map[string]string, extra ...string) (string, error) {
+		env := append(append([]string{}, base...), extra...)
 		for k, v := range vars {
 			env = append(env, "NOMAD_VAR_"+k+"="+v)
 		}
@@ -144,10 +144,22 @@ func TestRunRefusesAClusterDeployWithoutTheOperatorsValues(t *testing.T) {
 			t.Errorf("the refusal does not name NOMAD_VAR_%s:\n%v", k, err)
 		}
 	}
+	// Prometheus's own token; Grafana is optional, and half of it is a mistake.
+	if !strings.Contains(err.Error(), "PROMETHEUS_CONSUL_TOKEN") || strings.Contains(err.Error(), "grafana") {
+		t.Errorf("the refusal should name PROMETHEUS_CONSUL_TOKEN and not Grafana:\n%v", err)
+	}
+	if _, err := run(map[string]string{"grafana_url": "https://releases.example/grafana.tar.gz"}); err == nil ||
+		!strings.Contains(err.Error(), "NOMAD_VAR_grafana_sha256") {
+		t.Errorf("a Grafana URL without its checksum: %v", err)
+	}
+	if _, err := run(nil, "NOMAD_RUN_MONITORING=no"); err == nil || strings.Contains(err.Error(), "prometheus") ||
+		strings.Contains(err.Error(), "PROMETHEUS") || !strings.Contains(err.Error(), "NOMAD_VAR_release_url") {
+		t.Errorf("NOMAD_RUN_MONITORING=no still asks for monitoring's values: %v", err)
+	}
 	for _, bad := range []struct{ name, value string }{
 		{"release_sha256", strings.Repeat("0", 64)},
 		{"nsq_sha256", strings.Repeat("0", 64)},
-		{"grafana_sha256", "sha256:" + strings.Repeat("ab", 32)},
+		{"alertmanager_sha256", "sha256:" + strings.Repeat("ab", 32)},
 		{"prometheus_sha256", strings.Repeat("ab", 31)},
 		{"redis_node", ""},
 	} {
@@ -156,7 +168,7 @@ func TestRunRefusesAClusterDeployWithoutTheOperatorsValues(t *testing.T) {
 			vars[k] = v
 		}
 		vars[bad.name] = bad.value
-		_, err := run(vars)
+		_, err := run(vars, "PROMETHEUS_CONSUL_TOKEN=prometheus-token")
 		if err == nil || !strings.Contains(err.Error(), "NOMAD_VAR_"+bad.name) {
 			t.Errorf("NOMAD_VAR_%s=%s: not refused naming it: %v", bad.name, bad.value, err)
 			continue

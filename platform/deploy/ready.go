@@ -137,6 +137,18 @@ func Diagnose(ctx context.Context, nomad *nomadapi.Client, jobs []string) string
 				fmt.Fprintf(&b, "  not readable: %v\n", err)
 				continue
 			}
+			// Nomad's own checks (provider "nomad"), which gate deployments.
+			if checks, err := nomad.Allocations().Checks(stub.ID, q); err == nil {
+				ids := make([]string, 0, len(checks))
+				for id := range checks {
+					ids = append(ids, id)
+				}
+				sort.Strings(ids)
+				for _, id := range ids {
+					ch := checks[id]
+					fmt.Fprintf(&b, "  check %q of %s: %s (HTTP %d) %s\n", ch.Check, ch.Service, ch.Status, ch.StatusCode, strings.TrimSpace(ch.Output))
+				}
+			}
 			tasks := make([]string, 0, len(alloc.TaskStates))
 			for name := range alloc.TaskStates {
 				tasks = append(tasks, name)

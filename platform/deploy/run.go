@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -36,8 +37,13 @@ var Secrets = map[string][]string{
 }
 
 // ConsulSecrets are the jobs that read consul_token and consul_ca when
-// Consul has ACLs and TLS (consul_tls).
+// Consul has ACLs and TLS (consul_tls): the services' token (CONSUL_TOKEN),
+// and Prometheus's own for monitoring (PROMETHEUS_CONSUL_TOKEN).
 var ConsulSecrets = []string{"integer-api", "integeraverage-cal", "integer-gen", "monitoring"}
+
+// MonitoringServices are what the monitoring job registers in Consul
+// (Grafana too when it runs).
+var MonitoringServices = []string{"prometheus", "alertmanager"}
 
 // Options are make nomad-run's settings: the checkout and the operator's
 // environment (NOMAD_*, CONSUL_*, NOMAD_VAR_*, NOMAD_RUN_*).
@@ -60,13 +66,34 @@ func (o Options) env(key string) string {
 
 func (o Options) cluster() bool { return o.env("NOMAD_ADDR") != "" }
 
+// monitoring: whether the monitoring job is deployed. On a cluster unless
+// NOMAD_RUN_MONITORING=no; on dev agents when its binaries are here:
+// Prometheus in .bin (make tools builds it), Debian's Alertmanager.
 func (o Options) monitoring() bool {
 	if o.cluster() {
 		return o.env("NOMAD_RUN_MONITORING") != "no"
 	}
-	_, errP := exec.LookPath("prometheus")
-	_, errG := exec.LookPath("grafana")
-	return errP == nil && errG == nil
+	_, err := exec.LookPath("prometheus-alertmanager")
+	return err == nil && isExecutable(filepath.Join(o.Repo, ".bin", "prometheus"))
+}
+
+// grafana: whether the monitoring job runs Grafana, which is optional: on
+// a cluster when its tarball is given, on dev agents when it is on PATH.
+func (o Options) grafana() bool {
+	if o.cluster() {
+		return o.env("NOMAD_VAR_grafana_url") != "" || o.env("NOMAD_VAR_grafana_sha256") != ""
+	}
+	_, err := exec.LookPath("grafana")
+	return err == nil
+}
+
+// FileVariables are the job variables that hold a file of nomad/ as their
+// text: Nomad's parse API refuses file(), so the command reads them.
+var FileVariables = map[string]string{
+	"prometheus_config":   "monitoring/prometheus.yml",
+	"prometheus_rules":    "monitoring/rules.yml",
+	"alertmanager_config": "monitoring/alertmanager.yml",
+	"grafana_dashboard":   "monitoring/loopstock-dashboard.json",
 }
 
 var sha256Hex = regexp.MustCompile(`^[0-9a-fA-F]{64}$`)
@@ -96,10 +123,15 @@ func (o Options) OperatorProblems() []string {
 	need("NOMAD_VAR_nsq_url", "the URL of the NSQ v1.3.0 release tarball nsq-1.3.0.linux-amd64.go1.21.5.tar.gz")
 	needSHA("NOMAD_VAR_nsq_sha256", "the NSQ tarball")
 	if o.monitoring() {
-		need("NOMAD_VAR_prometheus_url", "the URL of prometheus-2.54.1.linux-amd64.tar.gz (or NOMAD_RUN_MONITORING=no leaves the monitoring job out)")
+		need("NOMAD_VAR_prometheus_url", "the URL of prometheus-3.16.0.linux-amd64.tar.gz (make monitoring-release builds it; or NOMAD_RUN_MONITORING=no leaves the monitoring job out)")
 		needSHA("NOMAD_VAR_prometheus_sha256", "the Prometheus tarball")
-		need("NOMAD_VAR_grafana_url", "the URL of grafana-11.2.0.linux-amd64.tar.gz (or NOMAD_RUN_MONITORING=no)")
-		needSHA("NOMAD_VAR_grafana_sha256", "the Grafana tarball")
+		need("NOMAD_VAR_alertmanager_url", "the URL of alertmanager-0.25.0.linux-amd64.tar.gz (or NOMAD_RUN_MONITORING=no)")
+		needSHA("NOMAD_VAR_alertmanager_sha256", "the Alertmanager tarball")
+		need("PROMETHEUS_CONSUL_TOKEN", "Prometheus's own Consul ACL token, which reads the catalog (tofu output -raw prometheus_consul_token; or NOMAD_RUN_MONITORING=no)")
+		if o.grafana() {
+			need("NOMAD_VAR_grafana_url", "the URL of grafana-11.2.0.linux-amd64.tar.gz (Grafana is optional: set both or neither)")
+			needSHA("NOMAD_VAR_grafana_sha256", "the Grafana tarball (Grafana is optional: set both or neither)")
+		}
 	}
 	need("NOMAD_VAR_redis_node", `the name of the Nomad client whose host volume keeps Redis's data (nomad node status lists them; nomad/README.md, "Redis and its data")`)
 	need("CONSUL_HTTP_ADDR", `the Consul HTTPS API (https://<server>:8501; eval "$(tofu output -raw operator_env)"), to wait for the services and print their addresses`)
@@ -121,9 +153,12 @@ func nonEmptyFile(p string) bool {
 func Run(ctx context.Context, o Options) error {
 	jobs, services := append([]string{}, Jobs...), append([]string{}, Services...)
 	if o.monitoring() {
-		jobs, services = append(jobs, "monitoring"), append(services, "prometheus", "grafana")
+		jobs, services = append(jobs, "monitoring"), append(services, MonitoringServices...)
+		if o.grafana() {
+			services = append(services, "grafana")
+		}
 	} else if !o.cluster() {
-		fmt.Fprintln(o.Out, "prometheus and grafana are not on PATH: the monitoring job is left out (its dashboard is in nomad/monitoring/)")
+		fmt.Fprintln(o.Out, "no .bin/prometheus (make tools) or no prometheus-alertmanager on PATH (apt-get install prometheus-alertmanager): the monitoring job is left out")
 	}
 	var (
 		nomad     *nomadapi.Client
@@ -176,11 +211,17 @@ func Run(ctx context.Context, o Options) error {
 	if err := o.writeSecrets(ctx, nomad, jobs); err != nil {
 		return err
 	}
-	dashboard, err := os.ReadFile(filepath.Join(o.Repo, "nomad", "monitoring", "loopstock-dashboard.json"))
-	if err != nil {
-		return err
+	for name, file := range FileVariables {
+		if name == "grafana_dashboard" && !o.grafana() {
+			continue // no Grafana, no dashboard to provision
+		}
+		b, err := os.ReadFile(filepath.Join(o.Repo, "nomad", file))
+		if err != nil {
+			return err
+		}
+		overrides[name] = string(b)
 	}
-	overrides["grafana_dashboard"] = string(dashboard)
+	overrides["grafana"] = fmt.Sprint(o.grafana())
 
 	for _, job := range jobs {
 		fmt.Fprintf(o.Out, "==> %s: deploying\n", job)
@@ -195,7 +236,9 @@ func Run(ctx context.Context, o Options) error {
 		}
 		outcome, err := Submit(ctx, nomad, parsed, o.Out)
 		if err != nil {
-			return fmt.Errorf("%w\nSee nomad job status %s and nomad alloc status <allocation>.", err, job)
+			deployed := jobs[:slices.Index(jobs, job)+1]
+			return fmt.Errorf("%w\nWhat Nomad says of the allocations so far:\n%s\nSee nomad job status %s and nomad alloc status <allocation>.",
+				err, Diagnose(ctx, nomad, deployed), job)
 		}
 		for g, n := range outcome.Unplaced {
 			fmt.Fprintf(o.Out, "==> %s: %d allocation(s) of group %s not placed yet (nomad job status %s)\n", job, n, g, job)
@@ -292,6 +335,9 @@ func (o Options) writeSecrets(ctx context.Context, nomad *nomadapi.Client, jobs 
 		for _, item := range items {
 			v.Items[item] = values[item]
 		}
+		if job == "monitoring" && o.cluster() {
+			v.Items["consul_token"] = o.env("PROMETHEUS_CONSUL_TOKEN")
+		}
 		if _, _, err := nomad.Variables().Update(v, (&nomadapi.WriteOptions{}).WithContext(ctx)); err != nil {
 			return fmt.Errorf("writing the Nomad variable %s: %w", v.Path, err)
 		}
@@ -351,6 +397,11 @@ func (o Options) printURLs(ctx context.Context, nomad *nomadapi.Client, consul *
 	}
 	fmt.Fprintf(o.Out, "loopstock on Nomad:\n  Consul UI   %s/ui\n  Nomad UI    %s/ui\n  nsqadmin    http://%s\n  API         http://%s/v1/integers\n",
 		consulUI, nomadUI, first("nsqadmin"), first("integer-api"))
+	for _, svc := range []struct{ name, path string }{{"prometheus", "/api/v1/alerts"}, {"alertmanager", "/api/v2/alerts"}} {
+		if a := first(svc.name); a != "" {
+			fmt.Fprintf(o.Out, "  %-11s http://%s%s\n", strings.ToUpper(svc.name[:1])+svc.name[1:], a, svc.path)
+		}
+	}
 	if g := first("grafana"); g != "" {
 		fmt.Fprintf(o.Out, "  Grafana     http://%s/d/loopstock\n", g)
 	}

@@ -128,8 +128,9 @@ func GenerateSecrets(datacenter string, serverIPs []string, clients int) (*Secre
 // ConsulTokens are the Consul ACL tokens the first server creates, each
 // with the policy of the same name (ignition/server.yaml): the agents',
 // the default (anonymous requests and DNS: read the catalog), Nomad's, the
-// maintenance scripts' and the services'.
-var ConsulTokens = []string{"agent", "default", "nomad", "maintenance", "loopstock"}
+// maintenance scripts', the services' and Prometheus's (service discovery:
+// read the catalog).
+var ConsulTokens = []string{"agent", "default", "nomad", "maintenance", "loopstock", "prometheus"}
 
 // Files returns what one host receives in /etc/loopstock/secrets, as the
 // Terraform provision module copies it: role "server" (index i; the first
@@ -151,7 +152,9 @@ func (s *Secrets) Files(role string, i int) map[string]string {
 	}
 	if role == "server" && i == 0 {
 		f["nomad-bootstrap.token"] = s.Tokens["nomad-bootstrap"].Secret
+		// The jobs' tokens: no host uses them, the first server creates them.
 		f["consul-loopstock.token"] = s.Tokens["loopstock"].Secret
+		f["consul-prometheus.token"] = s.Tokens["prometheus"].Secret
 		for _, n := range ConsulTokens {
 			f["consul-"+n+".accessor"] = s.Tokens[n].Accessor
 		}

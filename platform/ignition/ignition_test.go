@@ -187,6 +187,25 @@ func TestVagrantConfig(t *testing.T) {
 		if (n == "server1") != bytes.Contains(script, []byte("consul-bootstrap.token")) {
 			t.Errorf("%s: the bootstrap token goes to the first server only", n)
 		}
+		// The tokens to create (every ConsulTokens accessor) and the jobs'
+		// secrets: the first server only.
+		for _, tok := range flatcar.ConsulTokens {
+			if f := "/etc/loopstock/secrets/consul-" + tok + ".accessor"; (n == "server1") != bytes.Contains(script, []byte(f)) {
+				t.Errorf("%s: %s goes to the first server only", n, f)
+			}
+		}
+		for _, tok := range []string{"loopstock", "prometheus"} {
+			if f := "/etc/loopstock/secrets/consul-" + tok + ".token"; (n == "server1") != bytes.Contains(script, []byte(f)) {
+				t.Errorf("%s: %s goes to the first server only", n, f)
+			}
+		}
+	}
+	// The operator's copies of the jobs' Consul tokens (make nomad-run's
+	// CONSUL_TOKEN and PROMETHEUS_CONSUL_TOKEN).
+	for _, f := range []string{"loopstock.token", "prometheus.token"} {
+		if b, err := os.ReadFile(filepath.Join(out, f)); err != nil || len(b) == 0 {
+			t.Errorf("the operator's %s: %v, %d bytes", f, err, len(b))
+		}
 	}
 	first, _ := os.ReadFile(filepath.Join(out, "ca.pem"))
 	if b, err := vagrantConfig("--out", out, "--ignition", "../ignition", "--ssh-key-file", key).CombinedOutput(); err != nil {

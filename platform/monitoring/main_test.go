@@ -7,15 +7,18 @@
 // runbook section in docs/operations.md and names metrics the services
 // export, and that every query of the Grafana dashboard parses.
 //
-// promtool and amtool come from PATH (Debian's prometheus and
-// prometheus-alertmanager, which make test installs). Without them the
-// tests that run them skip, and one line says why.
+// promtool is the one make tools builds from the pinned Prometheus module
+// (tools/monitoring), found in $LOOPSTOCK_TOOLS, .bin/ or on PATH, and must
+// be that version (PROMETHEUS_VERSION in the Makefile); amtool comes from
+// PATH (Debian's prometheus-alertmanager, which make test installs). Without
+// them the tests that run them skip, and one line says why.
 package monitoring
 
 import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -27,7 +30,7 @@ const (
 
 var (
 	promtool, amtool string
-	missing          []string // tools not on PATH, with their Debian package
+	missing          []string // tools not found, with how to get them
 )
 
 func TestMain(m *testing.M) {
@@ -36,29 +39,44 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	if p, err := exec.LookPath("promtool"); err == nil {
-		promtool = p
-	} else {
-		missing = append(missing, "promtool (Debian's prometheus)")
+	if promtool = findTool("promtool"); promtool == "" {
+		missing = append(missing, "promtool is not in $LOOPSTOCK_TOOLS, .bin/ or on PATH (make tools)")
 	}
 	if p, err := exec.LookPath("amtool"); err == nil {
 		amtool = p
 	} else {
-		missing = append(missing, "amtool (Debian's prometheus-alertmanager)")
+		missing = append(missing, "amtool is not on PATH (apt-get install prometheus-alertmanager)")
 	}
 	code := m.Run()
 	if len(missing) > 0 {
-		fmt.Printf("monitoring checks skipped: %s not on PATH: apt-get install prometheus prometheus-alertmanager\n",
-			strings.Join(missing, " and "))
+		fmt.Printf("monitoring checks skipped: %s\n", strings.Join(missing, "; "))
 	}
 	os.Exit(code)
 }
 
-// need skips the test when the tool is not on PATH.
+// findTool is name in $LOOPSTOCK_TOOLS, in the checkout's .bin/ or on PATH,
+// in that order; "" when none has it.
+func findTool(name string) string {
+	for _, dir := range []string{os.Getenv("LOOPSTOCK_TOOLS"), ".bin"} {
+		if dir == "" {
+			continue
+		}
+		if fi, err := os.Stat(filepath.Join(dir, name)); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
+			p, err := filepath.Abs(filepath.Join(dir, name))
+			if err == nil {
+				return p
+			}
+		}
+	}
+	p, _ := exec.LookPath(name)
+	return p
+}
+
+// need skips the test when the tool was not found.
 func need(t *testing.T, path, name string) {
 	t.Helper()
 	if path == "" {
-		t.Skipf("%s not on PATH", name)
+		t.Skipf("%s not found", name)
 	}
 }
 

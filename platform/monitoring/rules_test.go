@@ -278,8 +278,8 @@ func (d describedNames) MustRegister(cs ...prometheus.Collector) {
 
 func (d describedNames) Unregister(prometheus.Collector) bool { return false }
 
-// Every expression parses with the PromQL of current Prometheus (the
-// cluster's may be newer than promtool's), and every metric it selects is
+// Every expression parses with the PromQL of the pinned Prometheus (this
+// module's, TestPrometheusVersionIsOne), and every metric it selects is
 // one the services export, their process collector's, or Prometheus's up:
 // a renamed metric would leave an alert that can never fire.
 func TestAlertsSelectExportedMetrics(t *testing.T) {

@@ -226,7 +226,7 @@ func TestTheReadmesDevExportsAreTheDevVarFile(t *testing.T) {
 		}
 		args := []string{f}
 		if f == "monitoring.nomad.hcl" {
-			args = []string{"-var", "grafana_dashboard=" + dashboard(t), f}
+			args = append(monitoringArgs(t), f)
 		}
 		byHand, err := nomadOutput(t, env, args...)
 		if err != nil {

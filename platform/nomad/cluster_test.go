@@ -17,16 +17,18 @@ import (
 // operatorEnv is what an operator exports for a cluster deploy, as
 // nomad/README.md documents it: each value differs from every default.
 var operatorEnv = map[string]string{
-	"release_url":       "https://releases.example.org/loopstock_9.9.9_linux_amd64.tar.gz",
-	"release_sha256":    strings.Repeat("a1", 32),
-	"nsq_url":           "https://releases.example.org/nsq-1.3.0.linux-amd64.go1.21.5.tar.gz",
-	"nsq_sha256":        strings.Repeat("b2", 32),
-	"prometheus_url":    "https://releases.example.org/prometheus-2.54.1.linux-amd64.tar.gz",
-	"prometheus_sha256": strings.Repeat("c3", 32),
-	"grafana_url":       "https://releases.example.org/grafana-11.2.0.linux-amd64.tar.gz",
-	"grafana_sha256":    strings.Repeat("d4", 32),
-	"redis_node":        "client-2",
-	"counts":            `{nsqlookupd = 1, integer_gen = 3, averager = 1, api = 4}`,
+	"release_url":         "https://releases.example.org/loopstock_9.9.9_linux_amd64.tar.gz",
+	"release_sha256":      strings.Repeat("a1", 32),
+	"nsq_url":             "https://releases.example.org/nsq-1.3.0.linux-amd64.go1.21.5.tar.gz",
+	"nsq_sha256":          strings.Repeat("b2", 32),
+	"prometheus_url":      "https://releases.example.org/prometheus-3.16.0.linux-amd64.tar.gz",
+	"prometheus_sha256":   strings.Repeat("c3", 32),
+	"alertmanager_url":    "https://releases.example.org/alertmanager-0.25.0.linux-amd64.tar.gz",
+	"alertmanager_sha256": strings.Repeat("e5", 32),
+	"grafana_url":         "https://releases.example.org/grafana-11.2.0.linux-amd64.tar.gz",
+	"grafana_sha256":      strings.Repeat("d4", 32),
+	"redis_node":          "client-2",
+	"counts":              `{nsqlookupd = 1, integer_gen = 3, averager = 1, api = 4}`,
 }
 
 // clusterJob is Nomad's job from a job file with the var file make
@@ -106,8 +108,8 @@ func TestTheOperatorsEnvironmentReachesTheClusterJobs(t *testing.T) {
 func TestMonitoringArtifactsAreCheckedOnTheCluster(t *testing.T) {
 	job := clusterJob(t, "monitoring.nomad.hcl", operatorEnv)
 	got := artifacts(job)
-	if len(got) != 2 {
-		t.Fatalf("monitoring: %d artifacts, want Prometheus and Grafana", len(got))
+	if len(got) != 3 {
+		t.Fatalf("monitoring: %d artifacts, want Prometheus, Alertmanager and Grafana", len(got))
 	}
 	for where, a := range got {
 		tool := strings.SplitN(where, "/", 2)[0]
@@ -199,7 +201,7 @@ func TestByHandOnTheClusterIsWhatNomadRunSubmits(t *testing.T) {
 		viaRun := clusterJob(t, f, operatorEnv)
 		args := []string{f}
 		if f == "monitoring.nomad.hcl" {
-			args = []string{"-var", "grafana_dashboard=" + dashboard(t), f}
+			args = append(monitoringArgs(t), f)
 		}
 		byHand, err := nomadOutput(t, envList(operatorEnv), args...)
 		if err != nil {

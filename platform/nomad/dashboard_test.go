@@ -4,14 +4,12 @@ import (
 	"encoding/json"
 	"os"
 	"regexp"
-	"slices"
 	"sort"
 	"strings"
 	"testing"
 
 	"github.com/hashicorp/nomad/api"
 	"github.com/prometheus/client_golang/prometheus"
-	"gopkg.in/yaml.v3"
 
 	"github.com/loopstock/loopstock/services/averager"
 	"github.com/loopstock/loopstock/services/integerapi"
@@ -128,50 +126,43 @@ func TestMetricNamesFollowConventions(t *testing.T) {
 	}
 }
 
-// The Prometheus configuration the monitoring job renders is valid YAML
-// and scrapes every loopstock service found through Consul, on both targets.
-func TestPrometheusConfigScrapesEveryService(t *testing.T) {
+// The monitoring job renders the files of nomad/monitoring/ as they are
+// (platform/monitoring checks those with promtool and amtool), the rules
+// with delimiters their own {{ $labels }} never use, and gives the
+// configuration's template the Consul it reads on each target.
+func TestMonitoringRendersItsFilesAsTheyAre(t *testing.T) {
 	for target, tg := range targets(t) {
 		job, err := parseJob(t, "monitoring.nomad.hcl", jobVars(t, "monitoring.nomad.hcl", tg))
 		if err != nil {
 			t.Fatal(err)
 		}
-		var rendered string
+		rendered := map[string]*api.Template{}
+		env := map[string]string{}
 		for _, g := range job.TaskGroups {
 			for _, task := range g.Tasks {
 				for _, tpl := range task.Templates {
-					if tpl.DestPath != nil && *tpl.DestPath == "local/prometheus.yml" {
-						rendered = *tpl.EmbeddedTmpl
-					}
+					rendered[*tpl.DestPath] = tpl
+				}
+				if task.Name == "prometheus" {
+					env = task.Env
 				}
 			}
 		}
-		// consul-template actions stand in for paths at run time
-		rendered = regexp.MustCompile(`\{\{[^}]*\}\}`).ReplaceAllString(rendered, "/secrets")
-		var cfg struct {
-			ScrapeConfigs []struct {
-				ConsulSD []struct {
-					Server   string         `yaml:"server"`
-					Scheme   string         `yaml:"scheme"`
-					Services []string       `yaml:"services"`
-					TLS      map[string]any `yaml:"tls_config"`
-				} `yaml:"consul_sd_configs"`
-			} `yaml:"scrape_configs"`
-		}
-		if err := yaml.Unmarshal([]byte(rendered), &cfg); err != nil {
-			t.Fatalf("%s: prometheus.yml is not YAML: %v\n%s", target, err, rendered)
-		}
-		if len(cfg.ScrapeConfigs) != 1 || len(cfg.ScrapeConfigs[0].ConsulSD) != 1 {
-			t.Fatalf("%s: %+v", target, cfg)
-		}
-		sd := cfg.ScrapeConfigs[0].ConsulSD[0]
-		for _, s := range []string{integergen.Name, averager.Name, integerapi.Name} {
-			if !slices.Contains(sd.Services, s) {
-				t.Errorf("%s: prometheus does not scrape %s", target, s)
+		for dest, file := range map[string]string{"local/prometheus.yml": "monitoring/prometheus.yml",
+			"local/rules.yml": "monitoring/rules.yml", "local/alertmanager.yml": "monitoring/alertmanager.yml"} {
+			want, _ := os.ReadFile(file)
+			tpl := rendered[dest]
+			switch {
+			case tpl == nil:
+				t.Errorf("%s: no template renders %s", target, dest)
+			case *tpl.EmbeddedTmpl != string(want):
+				t.Errorf("%s: %s is not %s as it is", target, dest, file)
+			case dest == "local/rules.yml" && (tpl.LeftDelim == nil || strings.Contains(string(want), *tpl.LeftDelim)):
+				t.Errorf("%s: the rules' template delimiters %v appear in the rules", target, tpl.LeftDelim)
 			}
 		}
-		if (target == "cluster") != (sd.Scheme == "https" && sd.TLS["ca_file"] != nil) {
-			t.Errorf("%s: consul over %s with tls %v", target, sd.Scheme, sd.TLS)
+		if wantSSL := map[string]string{"dev": "false", "cluster": "true"}[target]; env["CONSUL_HTTP_SSL"] != wantSSL || env["CONSUL_HTTP_ADDR"] == "" {
+			t.Errorf("%s: Prometheus's template reads CONSUL_HTTP_SSL=%q CONSUL_HTTP_ADDR=%q", target, env["CONSUL_HTTP_SSL"], env["CONSUL_HTTP_ADDR"])
 		}
 	}
 }

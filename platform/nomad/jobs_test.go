@@ -37,11 +37,37 @@ type target struct {
 }
 
 func targets(t *testing.T) map[string]target {
+	dev := monitoringFiles(t)
+	dev["bin_dir"], dev["redis_node"] = "/opt/loopstock/.bin", "loopstock-dev"
 	return map[string]target{
-		"dev": {shared: "vars/dev.hcl", overrides: map[string]string{
-			"bin_dir": "/opt/loopstock/.bin", "redis_node": "loopstock-dev", "grafana_dashboard": dashboard(t)}},
-		"cluster": {shared: "vars/cluster.hcl", env: operatorEnv, overrides: map[string]string{"grafana_dashboard": dashboard(t)}},
+		"dev":     {shared: "vars/dev.hcl", overrides: dev},
+		"cluster": {shared: "vars/cluster.hcl", env: operatorEnv, overrides: monitoringFiles(t)},
 	}
+}
+
+// monitoringFiles are the variables make nomad-run fills from files of
+// nomad/ (deploy.FileVariables), with Grafana on, as the operator who
+// gives its tarball has it.
+func monitoringFiles(t *testing.T) map[string]string {
+	out := map[string]string{"grafana": "true"}
+	for name, file := range deploy.FileVariables {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[name] = string(b)
+	}
+	return out
+}
+
+// monitoringArgs are the -var arguments of nomad/README.md's by-hand
+// nomad job run of the monitoring job, with Grafana.
+func monitoringArgs(t *testing.T) []string {
+	var args []string
+	for name, value := range monitoringFiles(t) {
+		args = append(args, "-var", name+"="+value)
+	}
+	return args
 }
 
 func dashboard(t *testing.T) string {

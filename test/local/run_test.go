@@ -1,6 +1,8 @@
 // Package local runs the local stack as make run does (scripts/run-local
-// under hivemind) and checks it from outside: Prometheus scrapes the three
-// services it found through Consul, and make stop leaves nothing behind.
+// under hivemind) and checks it from outside: Prometheus (.bin/prometheus)
+// scrapes the three services it found through its Consul discovery, labelled
+// as the cluster's Prometheus labels them, and loads the cluster's alert
+// rules; make stop leaves nothing behind.
 package local
 
 import (
@@ -26,11 +28,27 @@ import (
 // The stack's fixed ports (deploy/local/Procfile, scripts/consul-local).
 var stackPorts = []int{8500, 8300, 8301, 8302, 4150, 4151, 4160, 4161, 4171, 6379, 8080, 8081, 8082, 8083, 9090}
 
-// What Prometheus must scrape: job (the Consul service) → instances.
-var wantTargets = map[string][]string{
-	"integer-api":        {"127.0.0.1:8080"},
-	"integer-gen":        {"127.0.0.1:8081", "127.0.0.1:8082"},
-	"integeraverage-cal": {"127.0.0.1:8083"},
+// The Consul node of the local stack (scripts/consul-local).
+const node = "loopstock-local"
+
+// wantTargets is what Prometheus must scrape, as upTargets reports it: job
+// (the Consul service) → "instance at address on node", where the instance
+// is the Consul service ID, by default the service, the host name and the
+// port (internal/svc).
+func wantTargets(t *testing.T) map[string][]string {
+	t.Helper()
+	host, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := func(job string, port int) string {
+		return fmt.Sprintf("%s-%s-%d at 127.0.0.1:%d on %s", job, host, port, port, node)
+	}
+	return map[string][]string{
+		"integer-api":        {target("integer-api", 8080)},
+		"integer-gen":        {target("integer-gen", 8081), target("integer-gen", 8082)},
+		"integeraverage-cal": {target("integeraverage-cal", 8083)},
+	}
 }
 
 func TestMakeRunStartsPrometheusOnTheServices(t *testing.T) {
@@ -41,11 +59,8 @@ func TestMakeRunStartsPrometheusOnTheServices(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := exec.LookPath("prometheus"); err != nil {
-		t.Skip("make run test skipped: prometheus is not on PATH (apt-get install prometheus)")
-	}
 	tools := map[string]string{}
-	for _, name := range []string{"consul", "nsqd", "nsqlookupd", "nsqadmin", "hivemind"} {
+	for _, name := range []string{"consul", "nsqd", "nsqlookupd", "nsqadmin", "hivemind", "prometheus"} {
 		p := tool(repo, name)
 		if p == "" {
 			t.Skipf("make run test skipped: %s is not in $LOOPSTOCK_TOOLS or .bin/ (make tools)", name)
@@ -61,20 +76,13 @@ func TestMakeRunStartsPrometheusOnTheServices(t *testing.T) {
 		t.Skipf("make run test skipped: ports in use on 127.0.0.1: %v", busy)
 	}
 
-	// A copy of the stack's files, so its .data/ is the test's own; the
-	// rule file is the cluster's (a placeholder only while none exists).
+	// A copy of the stack's files, so its .data/ is the test's own, with
+	// the cluster's rule file where deploy/local/prometheus.yml loads it.
 	root := t.TempDir()
 	for _, dir := range []string{"scripts", "deploy/local"} {
 		copyTree(t, filepath.Join(repo, dir), filepath.Join(root, dir))
 	}
-	rules := filepath.Join(repo, "nomad/monitoring/rules.yml")
-	haveRules := true
-	if _, err := os.Stat(rules); err != nil {
-		haveRules = false
-		writeFile(t, filepath.Join(root, "nomad/monitoring/rules.yml"), []byte("groups: []\n"), 0o644)
-	} else {
-		copyFile(t, rules, filepath.Join(root, "nomad/monitoring/rules.yml"))
-	}
+	copyFile(t, filepath.Join(repo, "nomad/monitoring/rules.yml"), filepath.Join(root, "nomad/monitoring/rules.yml"))
 	bin := filepath.Join(root, ".bin")
 	if err := os.MkdirAll(bin, 0o755); err != nil {
 		t.Fatal(err)
@@ -84,9 +92,9 @@ func TestMakeRunStartsPrometheusOnTheServices(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// The services and consul-file-sd from the current source, as make run builds them.
+	// The services from the current source, as make run builds them.
 	build := exec.Command("go", "build", "-trimpath", "-o", bin+"/",
-		"./cmd/integer-gen", "./cmd/integeraverage-cal", "./cmd/integer-api", "./cmd/consul-file-sd")
+		"./cmd/integer-gen", "./cmd/integeraverage-cal", "./cmd/integer-api")
 	build.Dir, build.Env = repo, append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
@@ -130,16 +138,19 @@ func TestMakeRunStartsPrometheusOnTheServices(t *testing.T) {
 		return strings.Contains(out.String(), "Prometheus     http://127.0.0.1:9090")
 	})
 
+	// Consul discovery's first answer may precede the registrations; the
+	// next query comes within its refresh interval (30 s).
+	want := wantTargets(t)
 	var seen string
 	if !poll(120*time.Second, func() bool {
 		alive()
 		got, err := upTargets()
 		seen = fmt.Sprint(got, err)
-		return err == nil && sameTargets(got, wantTargets)
+		return err == nil && sameTargets(got, want)
 	}) {
-		t.Fatalf("Prometheus's targets never became the three services, all up: last seen %s; want %v", seen, wantTargets)
+		t.Fatalf("Prometheus's targets never became the three services, all up: last seen %s; want %v", seen, want)
 	}
-	t.Logf("Prometheus scrapes, all up: %v", wantTargets)
+	t.Logf("Prometheus scrapes, all up: %v", want)
 
 	// Through the services' own metrics: nsqd's stats read by the averager
 	// from the nsqd it found in Consul, and every job's process collector.
@@ -148,25 +159,23 @@ func TestMakeRunStartsPrometheusOnTheServices(t *testing.T) {
 		up, err1 := query(`integeraverage_cal_nsqd_up{job="integeraverage-cal",nsqd="127.0.0.1:4151"}`)
 		starts, err2 := query(`count by (job) (process_start_time_seconds)`)
 		seen = fmt.Sprint(up, starts, err1, err2)
-		return err1 == nil && err2 == nil && len(up) == 1 && up[0].value == "1" && len(starts) == len(wantTargets)
+		return err1 == nil && err2 == nil && len(up) == 1 && up[0].value == "1" && len(starts) == len(want)
 	}) {
 		t.Fatalf("Prometheus never had integeraverage_cal_nsqd_up = 1 for the local nsqd and process_start_time_seconds of every job: last seen %s", seen)
 	}
 
-	if haveRules {
-		files, err := ruleFiles()
-		if err != nil {
-			t.Fatal(err)
-		}
-		found := false
-		for _, f := range files {
-			found = found || strings.HasSuffix(f, "nomad/monitoring/rules.yml")
-		}
-		if !found {
-			t.Errorf("Prometheus loaded rules from %v; want the cluster's nomad/monitoring/rules.yml", files)
-		}
-		t.Logf("%d rule groups loaded from %v", len(files), files)
+	files, err := ruleFiles()
+	if err != nil {
+		t.Fatal(err)
 	}
+	found := false
+	for _, f := range files {
+		found = found || strings.HasSuffix(f, "nomad/monitoring/rules.yml")
+	}
+	if !found {
+		t.Errorf("Prometheus loaded rules from %v; want the cluster's nomad/monitoring/rules.yml", files)
+	}
+	t.Logf("%d rule groups loaded from %v", len(files), files)
 
 	stopped = true
 	if !stopStack(t, root, exited) {
@@ -297,13 +306,17 @@ func poll(timeout time.Duration, cond func() bool) bool {
 
 const prometheus = "http://127.0.0.1:9090"
 
-// upTargets are Prometheus's active targets that are up: job → instances.
+// upTargets are Prometheus's active targets: job → "instance at address on
+// node" (the scrape URL's host:port), with its health and last error when it
+// is not up.
 func upTargets() (map[string][]string, error) {
 	var r struct {
 		Data struct {
 			ActiveTargets []struct {
-				Labels map[string]string `json:"labels"`
-				Health string            `json:"health"`
+				Labels    map[string]string `json:"labels"`
+				ScrapeURL string            `json:"scrapeUrl"`
+				Health    string            `json:"health"`
+				LastError string            `json:"lastError"`
 			} `json:"activeTargets"`
 		} `json:"data"`
 	}
@@ -312,11 +325,15 @@ func upTargets() (map[string][]string, error) {
 	}
 	got := map[string][]string{}
 	for _, tg := range r.Data.ActiveTargets {
-		if tg.Health == "up" {
-			got[tg.Labels["job"]] = append(got[tg.Labels["job"]], tg.Labels["instance"])
-		} else {
-			got[tg.Labels["job"]] = append(got[tg.Labels["job"]], tg.Labels["instance"]+" ("+tg.Health+")")
+		addr := tg.ScrapeURL
+		if u, err := url.Parse(tg.ScrapeURL); err == nil {
+			addr = u.Host
 		}
+		s := fmt.Sprintf("%s at %s on %s", tg.Labels["instance"], addr, tg.Labels["node"])
+		if tg.Health != "up" {
+			s += fmt.Sprintf(" (%s: %s)", tg.Health, tg.LastError)
+		}
+		got[tg.Labels["job"]] = append(got[tg.Labels["job"]], s)
 	}
 	for _, l := range got {
 		sort.Strings(l)

@@ -122,7 +122,8 @@ func run() error {
 	for name, content := range map[string]string{
 		"ca.pem": secrets.CA, "cli.pem": secrets.Certs["cli"].Cert, "cli-key.pem": secrets.Certs["cli"].Key,
 		"consul-bootstrap.token": secrets.Tokens["consul-bootstrap"].Secret, "nomad-bootstrap.token": secrets.Tokens["nomad-bootstrap"].Secret,
-		"loopstock.token": secrets.Tokens["loopstock"].Secret, // the services' Consul token (CONSUL_TOKEN for make nomad-run)
+		"loopstock.token":  secrets.Tokens["loopstock"].Secret,  // the services' Consul token (CONSUL_TOKEN for make nomad-run)
+		"prometheus.token": secrets.Tokens["prometheus"].Secret, // Prometheus's (PROMETHEUS_CONSUL_TOKEN for make nomad-run)
 	} {
 		if err := os.WriteFile(filepath.Join(*out, name), []byte(content), 0o600); err != nil {
 			return err

@@ -85,6 +85,11 @@ output "loopstock_consul_token" {
   sensitive = true
 }
 
+output "prometheus_consul_token" {
+  value     = module.loopstock.prometheus_consul_token
+  sensitive = true
+}
+
 output "operator_env" {
   value = module.loopstock.operator_env
 }

@@ -34,6 +34,12 @@ output "loopstock_consul_token" {
   value       = module.secrets.tokens["loopstock"].secret
 }
 
+output "prometheus_consul_token" {
+  description = "Prometheus's Consul ACL token, which reads the catalog for service discovery (PROMETHEUS_CONSUL_TOKEN for make nomad-run)."
+  sensitive   = true
+  value       = module.secrets.tokens["prometheus"].secret
+}
+
 output "nomad_bootstrap_token" {
   description = "Nomad's management token (NOMAD_TOKEN for operators)."
   sensitive   = true

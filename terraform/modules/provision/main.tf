@@ -35,8 +35,10 @@ locals {
   )]
 
   bootstrap_files = merge(
-    { "nomad-bootstrap.token" = local.tokens["nomad-bootstrap"], "consul-loopstock.token" = local.tokens["loopstock"] },
-    { for name in ["agent", "default", "nomad", "maintenance", "loopstock"] : "consul-${name}.accessor" => var.secrets.tokens[name].accessor },
+    { "nomad-bootstrap.token" = local.tokens["nomad-bootstrap"] },
+    # The jobs' tokens: no host uses them, the first server creates them.
+    { for name in ["loopstock", "prometheus"] : "consul-${name}.token" => local.tokens[name] },
+    { for name in ["agent", "default", "nomad", "maintenance", "loopstock", "prometheus"] : "consul-${name}.accessor" => var.secrets.tokens[name].accessor },
   )
 
   client_files = [for i, _ in var.client_hosts : merge(local.common, {

@@ -78,9 +78,9 @@ resource "random_bytes" "nomad_gossip" {
 # names as platform/flatcar.ConsulTokens). Nomad's management token is
 # chosen here too; Nomad makes its other tokens itself.
 resource "random_uuid" "accessor" {
-  for_each = toset(["agent", "default", "nomad", "maintenance", "loopstock"])
+  for_each = toset(["agent", "default", "nomad", "maintenance", "loopstock", "prometheus"])
 }
 
 resource "random_uuid" "secret" {
-  for_each = toset(["agent", "default", "nomad", "maintenance", "loopstock", "consul-bootstrap", "nomad-bootstrap"])
+  for_each = toset(["agent", "default", "nomad", "maintenance", "loopstock", "prometheus", "consul-bootstrap", "nomad-bootstrap"])
 }
