@@ -34,7 +34,7 @@ $(addprefix $(BIN)/,$(SERVICES)): $(GO_SOURCES)
 	CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ $(addprefix ./cmd/,$(SERVICES))
 
 .PHONY: tools
-tools: $(NSQ_TOOLS) $(BIN)/consul $(BIN)/prometheus $(BIN)/promtool redis ## build the pinned tools (nsq, consul, prometheus, promtool, hivemind) and install redis-server
+tools: $(NSQ_TOOLS) $(BIN)/consul $(BIN)/prometheus $(BIN)/promtool $(BIN)/alertmanager $(BIN)/amtool redis ## build the pinned tools (nsq, consul, prometheus, promtool, alertmanager, amtool, hivemind) and install redis-server
 
 $(NSQ_TOOLS) &: tools/nsq/go.mod tools/nsq/go.sum
 	@mkdir -p $(BIN)
@@ -60,6 +60,15 @@ $(BIN)/prometheus $(BIN)/promtool &: tools/monitoring/go.mod tools/monitoring/go
 	cd tools/monitoring && CGO_ENABLED=0 go build -trimpath -tags remove_all_sd,enable_consul_sd \
 		-ldflags '-s -w -X github.com/prometheus/common/version.Version=$(PROMETHEUS_VERSION)' -o $(BIN)/ \
 		github.com/prometheus/prometheus/cmd/prometheus github.com/prometheus/prometheus/cmd/promtool
+
+# Alertmanager 0.25.0 from its module: the last release whose module carries
+# its web assets (later ones do not build from the module alone), static.
+$(BIN)/alertmanager $(BIN)/amtool &: tools/alertmanager/go.mod tools/alertmanager/go.sum
+	@mkdir -p $(BIN)
+	@echo "building alertmanager 0.25.0 and amtool (about 2 minutes the first time)"
+	cd tools/alertmanager && CGO_ENABLED=0 go build -trimpath \
+		-ldflags '-s -w -X github.com/prometheus/common/version.Version=0.25.0' -o $(BIN)/ \
+		github.com/prometheus/alertmanager/cmd/alertmanager github.com/prometheus/alertmanager/cmd/amtool
 
 .PHONY: redis
 redis:
@@ -126,16 +135,15 @@ nsq-release: $(NSQ_TOOLS) ## the NSQ v1.3.0 release tarball (NSQ's own layout an
 
 # Prometheus and Alertmanager in their upstream release layouts, for
 # clusters that cannot fetch upstream's: Prometheus from the pinned module
-# (make tools builds it), Alertmanager from Debian's 0.25.0 package.
+# and Alertmanager's from the pinned modules (make tools builds them).
 PROMETHEUS_RELEASE   := prometheus-3.16.0.linux-amd64
 ALERTMANAGER_RELEASE := alertmanager-0.25.0.linux-amd64
 
 .PHONY: monitoring-release
-monitoring-release: $(BIN)/prometheus ## Prometheus 3.16.0 and Alertmanager 0.25.0 tarballs (upstream's layout and names) in dist/, for clusters that cannot fetch upstream's
-	@scripts/ensure-apt prometheus-alertmanager:prometheus-alertmanager amtool:prometheus-alertmanager
+monitoring-release: $(BIN)/prometheus $(BIN)/alertmanager ## Prometheus 3.16.0 and Alertmanager 0.25.0 tarballs (upstream's layout and names) in dist/, for clusters that cannot fetch upstream's
 	@mkdir -p dist/$(PROMETHEUS_RELEASE) dist/$(ALERTMANAGER_RELEASE)
 	@cp $(BIN)/prometheus $(BIN)/promtool dist/$(PROMETHEUS_RELEASE)/
-	@cp "$$(command -v prometheus-alertmanager)" dist/$(ALERTMANAGER_RELEASE)/alertmanager && cp "$$(command -v amtool)" dist/$(ALERTMANAGER_RELEASE)/
+	@cp $(BIN)/alertmanager $(BIN)/amtool dist/$(ALERTMANAGER_RELEASE)/
 	@for r in $(PROMETHEUS_RELEASE) $(ALERTMANAGER_RELEASE); do \
 		tar -C dist -czf dist/$$r.tar.gz --owner=0 --group=0 --mtime='2000-01-01' $$r && rm -rf dist/$$r; \
 		(cd dist && sha256sum $$r.tar.gz | tee -a SHA256SUMS); done
@@ -206,7 +214,7 @@ $(BIN)/ignition: tools/ignition/go.mod tools/ignition/go.sum
 		-ldflags '-X github.com/coreos/ignition/v2/internal/distro.selinuxRelabel=false' -o $(BIN)/ignition github.com/coreos/ignition/v2/internal
 
 .PHONY: test-cluster
-test-cluster: $(BIN)/consul $(BIN)/prometheus ## boot 3 servers and 2 clients from their Ignition (systemd-nspawn, root) and check the cluster from outside
+test-cluster: $(BIN)/consul $(BIN)/prometheus $(BIN)/alertmanager ## boot 3 servers and 2 clients from their Ignition (systemd-nspawn, root) and check the cluster from outside
 	@mkdir -p .data; \
 	if [ "$$(id -u)" != 0 ]; then echo "test-cluster skipped: it boots containers and needs root: run 'sudo make test-cluster'"; exit 0; fi; \
 	scripts/ensure-apt systemd-nspawn:systemd-container debootstrap:debootstrap mksquashfs:squashfs-tools unshare:util-linux ip:iproute2 xz:xz-utils || exit 1; \
@@ -239,7 +247,7 @@ test-vagrantfile: ## ruby -c, and vagrant validate refuses unrendered configs an
 
 .PHONY: test-go
 test-go: tools ## unit, integration and end-to-end tests (the page test in headless Chromium)
-	@scripts/ensure-apt chromium:chromium amtool:prometheus-alertmanager prometheus-alertmanager:prometheus-alertmanager
+	@scripts/ensure-apt chromium:chromium
 	LOOPSTOCK_REQUIRE_CHROMIUM=1 go test -count=1 -timeout 20m -skip '^(TestNoCollisions|TestFaults)$$' ./...
 	@# Nomad for the job files' dev-agent test: NOMAD_BIN, PATH, or the release archive beside the checkout.
 	@if [ -z "$${NOMAD_BIN:-}" ] && ! command -v nomad >/dev/null && [ -f "$(NOMAD_ARCHIVE)" ]; then $(MAKE) -s $(BIN)/nomad; fi

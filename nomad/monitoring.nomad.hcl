@@ -6,8 +6,8 @@
 # nomad/monitoring/ reach the job as variables (prometheus_config,
 # prometheus_rules, alertmanager_config, grafana_dashboard): make nomad-run
 # reads them; Nomad's parse API refuses file(). On the cluster the
-# binaries come from their release tarballs; on a dev agent, Prometheus
-# from bin_dir (make tools builds it) and Alertmanager from PATH.
+# binaries come from their release tarballs; on a dev agent, from bin_dir
+# (make tools builds Prometheus and Alertmanager).
 
 job "monitoring" {
   datacenters = var.datacenters
@@ -186,8 +186,7 @@ job "monitoring" {
       }
 
       config {
-        # On a dev agent: Debian's prometheus-alertmanager, from PATH.
-        command = var.bin_dir != "" ? "prometheus-alertmanager" : "local/${local.alertmanager.dir}/alertmanager"
+        command = var.bin_dir != "" ? "${var.bin_dir}/alertmanager" : "local/${local.alertmanager.dir}/alertmanager"
         args = [
           "--config.file=${NOMAD_TASK_DIR}/alertmanager.yml",
           "--storage.path=${NOMAD_ALLOC_DIR}/data/alertmanager",

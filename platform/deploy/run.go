@@ -67,14 +67,13 @@ func (o Options) env(key string) string {
 func (o Options) cluster() bool { return o.env("NOMAD_ADDR") != "" }
 
 // monitoring: whether the monitoring job is deployed. On a cluster unless
-// NOMAD_RUN_MONITORING=no; on dev agents when its binaries are here:
-// Prometheus in .bin (make tools builds it), Debian's Alertmanager.
+// NOMAD_RUN_MONITORING=no; on dev agents when its binaries are in .bin
+// (make tools builds Prometheus and Alertmanager).
 func (o Options) monitoring() bool {
 	if o.cluster() {
 		return o.env("NOMAD_RUN_MONITORING") != "no"
 	}
-	_, err := exec.LookPath("prometheus-alertmanager")
-	return err == nil && isExecutable(filepath.Join(o.Repo, ".bin", "prometheus"))
+	return isExecutable(filepath.Join(o.Repo, ".bin", "prometheus")) && isExecutable(filepath.Join(o.Repo, ".bin", "alertmanager"))
 }
 
 // grafana: whether the monitoring job runs Grafana, which is optional: on
@@ -158,7 +157,7 @@ func Run(ctx context.Context, o Options) error {
 			services = append(services, "grafana")
 		}
 	} else if !o.cluster() {
-		fmt.Fprintln(o.Out, "no .bin/prometheus (make tools) or no prometheus-alertmanager on PATH (apt-get install prometheus-alertmanager): the monitoring job is left out")
+		fmt.Fprintln(o.Out, "no .bin/prometheus or .bin/alertmanager (make tools builds them): the monitoring job is left out")
 	}
 	var (
 		nomad     *nomadapi.Client

@@ -7,11 +7,11 @@
 // runbook section in docs/operations.md and names metrics the services
 // export, and that every query of the Grafana dashboard parses.
 //
-// promtool is the one make tools builds from the pinned Prometheus module
-// (tools/monitoring), found in $LOOPSTOCK_TOOLS, .bin/ or on PATH, and must
-// be that version (PROMETHEUS_VERSION in the Makefile); amtool comes from
-// PATH (Debian's prometheus-alertmanager, which make test installs). Without
-// them the tests that run them skip, and one line says why.
+// promtool and amtool are the ones make tools builds from the pinned
+// Prometheus and Alertmanager modules (tools/monitoring, tools/alertmanager),
+// found in $LOOPSTOCK_TOOLS, .bin/ or on PATH; promtool must be that version
+// (PROMETHEUS_VERSION in the Makefile). Without them the tests that run them
+// skip, and one line says why.
 package monitoring
 
 import (
@@ -42,10 +42,8 @@ func TestMain(m *testing.M) {
 	if promtool = findTool("promtool"); promtool == "" {
 		missing = append(missing, "promtool is not in $LOOPSTOCK_TOOLS, .bin/ or on PATH (make tools)")
 	}
-	if p, err := exec.LookPath("amtool"); err == nil {
-		amtool = p
-	} else {
-		missing = append(missing, "amtool is not on PATH (apt-get install prometheus-alertmanager)")
+	if amtool = findTool("amtool"); amtool == "" {
+		missing = append(missing, "amtool is not in $LOOPSTOCK_TOOLS, .bin/ or on PATH (make tools)")
 	}
 	code := m.Run()
 	if len(missing) > 0 {
