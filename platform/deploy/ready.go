@@ -139,22 +139,12 @@ func Diagnose(ctx context.Context, nomad *nomadapi.Client, jobs []string) string
 			}
 			// Nomad's own checks (provider "nomad"), which gate deployments.
 			if checks, err := nomad.Allocations().Checks(stub.ID, q); err == nil {
-				ids := make([]string, 0, len(checks))
-				for id := range checks {
-					ids = append(ids, id)
-				}
-				sort.Strings(ids)
-				for _, id := range ids {
+				for _, id := range sortedKeys(checks) {
 					ch := checks[id]
 					fmt.Fprintf(&b, "  check %q of %s: %s (HTTP %d) %s\n", ch.Check, ch.Service, ch.Status, ch.StatusCode, strings.TrimSpace(ch.Output))
 				}
 			}
-			tasks := make([]string, 0, len(alloc.TaskStates))
-			for name := range alloc.TaskStates {
-				tasks = append(tasks, name)
-			}
-			sort.Strings(tasks)
-			for _, name := range tasks {
+			for _, name := range sortedKeys(alloc.TaskStates) {
 				st := alloc.TaskStates[name]
 				fmt.Fprintf(&b, "  task %s %s, %d restarts\n", name, st.State, st.Restarts)
 				events := st.Events
@@ -162,11 +152,7 @@ func Diagnose(ctx context.Context, nomad *nomadapi.Client, jobs []string) string
 					events = events[len(events)-3:]
 				}
 				for _, ev := range events {
-					msg := ev.DisplayMessage
-					if msg == "" {
-						msg = ev.Message
-					}
-					fmt.Fprintf(&b, "    %s %s: %s\n", time.Unix(0, ev.Time).UTC().Format(time.TimeOnly), ev.Type, msg)
+					fmt.Fprintf(&b, "    %s %s: %s\n", time.Unix(0, ev.Time).UTC().Format(time.TimeOnly), ev.Type, eventText(ev))
 				}
 				for _, stream := range []string{"stderr", "stdout"} {
 					if tail := logTail(ctx, nomad, alloc, name, stream, 5); tail != "" {

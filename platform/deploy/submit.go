@@ -152,20 +152,10 @@ func failingAllocations(ctx context.Context, nomad *nomadapi.Client, deployment 
 			continue
 		}
 		line := fmt.Sprintf("allocation %s (group %s) on %s is %s", short(a.ID), a.TaskGroup, a.NodeName, a.ClientStatus)
-		tasks := make([]string, 0, len(a.TaskStates))
-		for name := range a.TaskStates {
-			tasks = append(tasks, name)
-		}
-		sort.Strings(tasks)
-		for _, name := range tasks {
+		for _, name := range sortedKeys(a.TaskStates) {
 			st := a.TaskStates[name]
 			if n := len(st.Events); n > 0 {
-				ev := st.Events[n-1]
-				msg := ev.DisplayMessage
-				if msg == "" {
-					msg = ev.Message
-				}
-				line += fmt.Sprintf("; task %s %s, last event %s: %s", name, st.State, ev.Type, msg)
+				line += fmt.Sprintf("; task %s %s, last event %s: %s", name, st.State, st.Events[n-1].Type, eventText(st.Events[n-1]))
 			}
 		}
 		lines = append(lines, line)
@@ -174,4 +164,21 @@ func failingAllocations(ctx context.Context, nomad *nomadapi.Client, deployment 
 		return ""
 	}
 	return ":\n  " + strings.Join(lines, "\n  ")
+}
+
+// eventText is what an operator reads of a task event.
+func eventText(ev *nomadapi.TaskEvent) string {
+	if ev.DisplayMessage != "" {
+		return ev.DisplayMessage
+	}
+	return ev.Message
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }

@@ -8,14 +8,11 @@ import (
 	"testing"
 	"unicode"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/prometheus/promql/parser"
 	"gopkg.in/yaml.v3"
 
-	"github.com/loopstock/loopstock/services/averager"
-	"github.com/loopstock/loopstock/services/integerapi"
-	"github.com/loopstock/loopstock/services/integergen"
+	"github.com/loopstock/loopstock/platform/metricnames"
 )
 
 const runbookPrefix = "https://github.com/loopstock/loopstock/blob/main/docs/operations.md#"
@@ -254,39 +251,13 @@ func TestSlugFollowsGitHub(t *testing.T) {
 	}
 }
 
-// describedNames collects the names of the metrics collectors describe.
-type describedNames map[string]bool
-
-var fqName = regexp.MustCompile(`fqName: "([^"]+)"`)
-
-func (d describedNames) Register(c prometheus.Collector) error {
-	ch := make(chan *prometheus.Desc, 64)
-	go func() { c.Describe(ch); close(ch) }()
-	for desc := range ch {
-		if m := fqName.FindStringSubmatch(desc.String()); m != nil {
-			d[m[1]] = true
-		}
-	}
-	return nil
-}
-
-func (d describedNames) MustRegister(cs ...prometheus.Collector) {
-	for _, c := range cs {
-		d.Register(c)
-	}
-}
-
-func (d describedNames) Unregister(prometheus.Collector) bool { return false }
-
 // Every expression parses with the PromQL of the pinned Prometheus (this
 // module's, TestPrometheusVersionIsOne), and every metric it selects is
 // one the services export, their process collector's, or Prometheus's up:
 // a renamed metric would leave an alert that can never fire.
 func TestAlertsSelectExportedMetrics(t *testing.T) {
-	names := describedNames{"up": true}
-	integergen.DescribeMetrics(names)
-	averager.DescribeMetrics(names)
-	integerapi.DescribeMetrics(names)
+	names := metricnames.Services()
+	names["up"] = true
 	names.MustRegister(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	p := parser.NewParser(parser.Options{})

@@ -9,45 +9,11 @@ import (
 	"testing"
 
 	"github.com/hashicorp/nomad/api"
-	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/loopstock/loopstock/services/averager"
-	"github.com/loopstock/loopstock/services/integerapi"
-	"github.com/loopstock/loopstock/services/integergen"
+	"github.com/loopstock/loopstock/platform/metricnames"
 )
 
-// describedNames collects the fully qualified names of the metrics that
-// collectors describe, without gathering (vectors without labels yet count).
-type describedNames map[string]bool
-
-var fqName = regexp.MustCompile(`fqName: "([^"]+)"`)
-
-func (d describedNames) Register(c prometheus.Collector) error {
-	ch := make(chan *prometheus.Desc, 64)
-	go func() { c.Describe(ch); close(ch) }()
-	for desc := range ch {
-		if m := fqName.FindStringSubmatch(desc.String()); m != nil {
-			d[m[1]] = true
-		}
-	}
-	return nil
-}
-
-func (d describedNames) MustRegister(cs ...prometheus.Collector) {
-	for _, c := range cs {
-		d.Register(c)
-	}
-}
-
-func (d describedNames) Unregister(prometheus.Collector) bool { return false }
-
-func exported() describedNames {
-	names := describedNames{}
-	integergen.DescribeMetrics(names)
-	averager.DescribeMetrics(names)
-	integerapi.DescribeMetrics(names)
-	return names
-}
+func exported() metricnames.Set { return metricnames.Services() }
 
 var ourMetric = regexp.MustCompile(`\b(integer_gen|integeraverage_cal|integer_api)_[a-z0-9_]+`)
 
