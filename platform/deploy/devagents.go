@@ -108,7 +108,7 @@ consul {
 			return nil, err
 		}
 	}
-	fmt.Fprintln(out, "==> waiting for the dev agents (Consul leader, a ready Nomad client)")
+	fmt.Fprintln(out, "==> waiting for the dev agents (Consul leader, a ready Nomad client that has found Consul and its drivers)")
 	err = poll(ctx, time.Minute, func() error {
 		if l, err := consul.Status().Leader(); err != nil || l == "" {
 			return fmt.Errorf("Consul has no leader yet (%v): see %s", err, filepath.Join(dir, "consul.log"))
@@ -118,10 +118,30 @@ consul {
 			return fmt.Errorf("Nomad does not answer (%v): see %s", err, filepath.Join(dir, "nomad.log"))
 		}
 		for _, n := range nodes {
-			if n.Status == "ready" && n.Name != "" {
-				a.NodeName = n.Name
-				return nil
+			if n.Status != "ready" || n.Name == "" {
+				continue
 			}
+			// Ready is not enough: until Nomad has fingerprinted Consul and
+			// the raw_exec driver, a job that needs them is not placed,
+			// and nomad job run exits 2 ("failed to place all allocations").
+			node, _, err := nomad.Nodes().Info(n.ID, nil)
+			if err != nil {
+				return err
+			}
+			if node.Attributes["consul.version"] == "" {
+				return fmt.Errorf("the Nomad client has not fingerprinted Consul yet: see %s", filepath.Join(dir, "nomad.log"))
+			}
+			drivers := []string{"raw_exec"}
+			if os.Geteuid() == 0 {
+				drivers = append(drivers, "exec") // Redis's, which needs root
+			}
+			for _, name := range drivers {
+				if d := node.Drivers[name]; d == nil || !d.Healthy {
+					return fmt.Errorf("the Nomad client's %s driver is not healthy yet: see %s", name, filepath.Join(dir, "nomad.log"))
+				}
+			}
+			a.NodeName = n.Name
+			return nil
 		}
 		return fmt.Errorf("the Nomad dev agent has no ready client with a name (nodes: %d): see %s", len(nodes), filepath.Join(dir, "nomad.log"))
 	})
