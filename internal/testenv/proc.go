@@ -95,19 +95,19 @@ func FreePort(t testing.TB) int {
 // Addr is 127.0.0.1:port.
 func Addr(port int) string { return "127.0.0.1:" + strconv.Itoa(port) }
 
-// syncBuffer collects a process's output.
-type syncBuffer struct {
+// SyncBuffer collects a process's output; safe for concurrent writes and reads.
+type SyncBuffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (b *syncBuffer) Write(p []byte) (int, error) {
+func (b *SyncBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
 }
 
-func (b *syncBuffer) String() string {
+func (b *SyncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
@@ -123,7 +123,7 @@ type Proc struct {
 	Dir  string
 
 	t    testing.TB
-	out  *syncBuffer
+	out  *SyncBuffer
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 	done chan struct{}
@@ -132,7 +132,7 @@ type Proc struct {
 // NewProc prepares a process; Start runs it. Its output is printed if the
 // test fails, and it is killed when the test ends.
 func NewProc(t testing.TB, name, path string, args ...string) *Proc {
-	p := &Proc{Name: name, Path: path, Args: args, t: t, out: &syncBuffer{}}
+	p := &Proc{Name: name, Path: path, Args: args, t: t, out: &SyncBuffer{}}
 	t.Cleanup(func() {
 		p.Kill()
 		if t.Failed() || os.Getenv("LOOPSTOCK_TEST_LOGS") != "" {

@@ -17,7 +17,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -103,7 +102,7 @@ func TestMakeRunStartsPrometheusOnTheServices(t *testing.T) {
 	run := exec.Command(filepath.Join(root, "scripts/run-local"))
 	run.Dir = root
 	run.Env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH")) // as the Makefile exports it
-	out := &syncBuffer{}
+	out := &testenv.SyncBuffer{}
 	run.Stdout, run.Stderr = out, out
 	if err := run.Start(); err != nil {
 		t.Fatal(err)
@@ -435,21 +434,4 @@ func writeFile(t *testing.T, path string, data []byte, mode os.FileMode) {
 	if err := os.WriteFile(path, data, mode); err != nil {
 		t.Fatal(err)
 	}
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
