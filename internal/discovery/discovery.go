@@ -86,6 +86,11 @@ func Redis(service string) Contract {
 	return Contract{Service: service, Port: "the port redis-server listens on (6379)"}
 }
 
+// RedisSentinel is a Redis Sentinel's contract.
+func RedisSentinel(service string) Contract {
+	return Contract{Service: service, Port: "the port redis-sentinel listens on (26379)"}
+}
+
 // problem is what is wrong with a registration ("" when nothing), and
 // whether the instance is unusable.
 func (c Contract) problem(i Instance) (string, bool) {

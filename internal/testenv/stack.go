@@ -54,7 +54,8 @@ const WriteToken = "test-write-token"
 type Stack struct {
 	Consul     *Consul
 	NSQ        *NSQ
-	Redis      *Redis
+	Redis      *Redis // nil with a replicated store
+	Replicated *ReplicatedRedis
 	Generators []*Proc
 	Averagers  []*Proc
 	APIs       []*Proc
@@ -73,6 +74,9 @@ type StackOptions struct {
 	// PersistentConsul runs a Consul server with its state on disk, for
 	// tests that kill and restart it.
 	PersistentConsul bool
+	// ReplicatedRedis runs the store as on the cluster: a primary, a
+	// replica and three Sentinels, which integer-api finds through Consul.
+	ReplicatedRedis bool
 }
 
 // Topic is the topic the stacks use.
@@ -89,9 +93,16 @@ func StartStack(t testing.TB, o StackOptions) *Stack {
 		s.Consul = StartConsul(t)
 	}
 	s.NSQ = StartNSQ(t)
-	s.Redis = StartRedis(t)
 	s.NSQ.RegisterIn(t, s.Consul)
-	s.Redis.RegisterIn(t, s.Consul)
+	apiArgs := append([]string{"--write-token", WriteToken}, o.APIArgs...)
+	if o.ReplicatedRedis {
+		s.Replicated = StartReplicatedRedis(t)
+		s.Replicated.RegisterIn(t, s.Consul)
+		apiArgs = append(apiArgs, "--redis-sentinel-service", SentinelService, "--redis-master", MasterName)
+	} else {
+		s.Redis = StartRedis(t)
+		s.Redis.RegisterIn(t, s.Consul)
+	}
 	// Not the averager's channel: integer-gen creates it with the topic, and
 	// the stacks check that it does (another channel exists first).
 	for _, ch := range o.Channels {
@@ -103,7 +114,7 @@ func StartStack(t testing.TB, o StackOptions) *Stack {
 		if i == 0 {
 			s.APIAddr = Addr(port)
 		}
-		s.APIs = append(s.APIs, s.service(t, "integer-api", i, port, append([]string{"--write-token", WriteToken}, o.APIArgs...)))
+		s.APIs = append(s.APIs, s.service(t, "integer-api", i, port, apiArgs))
 	}
 	for i := 0; i < o.Averagers; i++ {
 		s.Averagers = append(s.Averagers, s.service(t, "integeraverage-cal", i, FreePort(t),

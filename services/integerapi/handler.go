@@ -187,6 +187,13 @@ func (h *Handler) storeError(w http.ResponseWriter, r *http.Request, err error) 
 		return
 	}
 	h.m.storeErrors.Inc()
+	if errors.Is(err, ErrNotReplicated) {
+		h.m.unreplicated.Inc()
+		h.log.WithError(err).Warn("write not acknowledged: not yet on a replica")
+		writeError(w, http.StatusServiceUnavailable, windowapi.CodeUnavailable,
+			"the write reached the Redis primary but no replica in time, so it is not acknowledged; send it again (the store merges repeats once)")
+		return
+	}
 	if errors.Is(err, ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
 		h.log.WithError(err).Warn("store unavailable")
 		writeError(w, http.StatusServiceUnavailable, windowapi.CodeUnavailable, "the window store (Redis) is unreachable; retry shortly")

@@ -223,6 +223,16 @@ func TestStoreDownIs503(t *testing.T) {
 	}
 }
 
+// A write the replica did not confirm is not acknowledged: 503, saying to
+// send it again.
+func TestUnreplicatedWriteIs503(t *testing.T) {
+	s := &memStore{err: fmt.Errorf("%w: 0 of 1 replicas had it within 500ms", ErrNotReplicated)}
+	rec, e := serve(t, s, "PUT", "/v1/integers/2026-01-01T00:00:00Z", validWrite, "Authorization", "Bearer "+token)
+	if rec.Code != 503 || e.Code != windowapi.CodeUnavailable || !strings.Contains(e.Message, "no replica") || !strings.Contains(e.Message, "send it again") {
+		t.Errorf("put: %d %+v", rec.Code, e)
+	}
+}
+
 const validWrite = `{"end":"2026-01-01T00:00:05Z","fence":3,"pieces":[{"instance":"0102030405060708090a0b0c0d0e0f10","first_seq":5,"last_seq":6,"count":2,"sum":30}]}`
 
 func TestPutNeedsTheToken(t *testing.T) {

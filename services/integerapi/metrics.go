@@ -17,6 +17,7 @@ type metrics struct {
 	latency                        *prometheus.HistogramVec
 	serveLag                       prometheus.Histogram
 	storeErrors, staleWrites       prometheus.Counter
+	unreplicated                   prometheus.Counter
 	windowsCreated, windowsAmended prometheus.Counter
 }
 
@@ -36,6 +37,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Buckets: []float64{0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 0.55, 0.6, 0.7, 0.8, 1, 1.5, 2, 3, 5, 10, 30}}),
 		storeErrors:    c("store_errors_total", "Requests that failed because the store (Redis) failed."),
 		staleWrites:    c("stale_writes_total", "Window writes refused for a stale leader fence."),
+		unreplicated:   c("unreplicated_writes_total", "Window writes that reached the Redis primary but not enough replicas in time (WAIT), answered 503."),
 		windowsCreated: c("windows_created_total", "Windows stored for the first time."),
 		windowsAmended: c("windows_amended_total", "Stored windows amended with late integers."),
 	}

@@ -14,18 +14,25 @@ const Name = "integer-api"
 // Options hold every setting of integer-api; NewOptions the defaults.
 type Options struct {
 	cliflags.Common
-	RedisService  string
-	RedisPassword string
-	RedisDB       int
-	KeyPrefix     string
-	Retention     int
-	WriteToken    string
-	ShutdownDelay time.Duration
+	RedisService string
+	// RedisSentinelService, when set, replaces RedisService: the primary
+	// is whichever Redis these Sentinels name for RedisMaster.
+	RedisSentinelService string
+	RedisMaster          string
+	RedisMinReplicas     int
+	RedisWaitTimeout     time.Duration
+	RedisPassword        string
+	RedisDB              int
+	KeyPrefix            string
+	Retention            int
+	WriteToken           string
+	ShutdownDelay        time.Duration
 }
 
 // NewOptions returns the defaults.
 func NewOptions() Options {
-	return Options{RedisService: "redis", KeyPrefix: "loopstock", Retention: 17280}
+	return Options{RedisService: "redis", RedisMaster: "loopstock", RedisWaitTimeout: 500 * time.Millisecond,
+		KeyPrefix: "loopstock", Retention: 17280}
 }
 
 // Flags are integer-api's command-line flags.
@@ -34,6 +41,13 @@ func Flags() []cli.Flag {
 	env := func(f string) []string { return cliflags.Env(Name, f) }
 	return append(cliflags.CommonFlags(Name, "127.0.0.1:8080"),
 		&cli.StringFlag{Name: "redis-service", Value: d.RedisService, EnvVars: env("redis-service"), Usage: "Consul service name of Redis"},
+		&cli.StringFlag{Name: "redis-sentinel-service", EnvVars: env("redis-sentinel-service"),
+			Usage: "Consul service name of the Redis Sentinels; set, the store is the primary they name for --redis-master (replaces --redis-service)"},
+		&cli.StringFlag{Name: "redis-master", Value: d.RedisMaster, EnvVars: env("redis-master"), Usage: "the name the Sentinels monitor the primary under"},
+		&cli.IntFlag{Name: "redis-min-replicas", EnvVars: env("redis-min-replicas"),
+			Usage: "replicas that must hold a write before it is acknowledged (WAIT); default 1 with --redis-sentinel-service, else 0. 0 accepts writes held by the primary alone (docs/operations.md says what that risks)"},
+		&cli.DurationFlag{Name: "redis-wait-timeout", Value: d.RedisWaitTimeout, EnvVars: env("redis-wait-timeout"),
+			Usage: "how long a write waits for its replicas before it is answered 503 (and retried by the averager)"},
 		&cli.StringFlag{Name: "redis-password", EnvVars: env("redis-password"), Usage: "Redis password (AUTH), if any"},
 		&cli.IntFlag{Name: "redis-db", Value: d.RedisDB, EnvVars: env("redis-db"), Usage: "Redis database number"},
 		&cli.StringFlag{Name: "key-prefix", Value: d.KeyPrefix, EnvVars: env("key-prefix"), Usage: "prefix of every Redis key"},
@@ -56,6 +70,20 @@ func ReadOptions(c *cli.Context) (Options, error) {
 	}
 	if o.RedisService = c.String("redis-service"); o.RedisService == "" {
 		return bad("redis-service", "empty")
+	}
+	o.RedisSentinelService = c.String("redis-sentinel-service")
+	if o.RedisMaster = c.String("redis-master"); o.RedisMaster == "" {
+		return bad("redis-master", "empty")
+	}
+	o.RedisMinReplicas = c.Int("redis-min-replicas")
+	if !c.IsSet("redis-min-replicas") && o.RedisSentinelService != "" {
+		o.RedisMinReplicas = 1
+	}
+	if o.RedisMinReplicas < 0 || o.RedisMinReplicas > 4 {
+		return bad("redis-min-replicas", "%d: want 0..4", o.RedisMinReplicas)
+	}
+	if o.RedisWaitTimeout = c.Duration("redis-wait-timeout"); o.RedisWaitTimeout < 10*time.Millisecond || o.RedisWaitTimeout > 5*time.Second {
+		return bad("redis-wait-timeout", "%s: want 10ms..5s", o.RedisWaitTimeout)
 	}
 	o.RedisPassword = c.String("redis-password")
 	if o.RedisDB = c.Int("redis-db"); o.RedisDB < 0 || o.RedisDB > 15 {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/go-redis/redis/v8"
 	"github.com/sirupsen/logrus"
 	"github.com/urfave/cli/v2"
 
@@ -28,8 +29,7 @@ func App() *cli.App {
 // and closes the store last.
 func Run(ctx context.Context, o Options, log *logrus.Entry) error {
 	return svc.Run(ctx, Name, o.Common, log, func(ctx context.Context, rt *svc.Runtime) (svc.Service, error) {
-		redisWatch := discovery.Follow(ctx, rt.Consul, discovery.Redis(o.RedisService), log)
-		store := NewRedisStore(redisWatch, o.RedisPassword, o.RedisDB, o.KeyPrefix, o.Retention)
+		store, sentinels := openStore(ctx, rt, o, log)
 		h := NewHandler(store, o.WriteToken, rt.Metrics, log)
 		h.Extra = rt.Mux
 		return svc.Service{
@@ -37,12 +37,21 @@ func Run(ctx context.Context, o Options, log *logrus.Entry) error {
 			Health: func() (bool, map[string]any) {
 				pctx, cancel := context.WithTimeout(context.Background(), time.Second)
 				defer cancel()
-				if err := store.Ping(pctx); err != nil {
-					return false, map[string]any{"redis": err.Error()}
+				out := map[string]any{"redis": "ok"}
+				if sentinels != nil {
+					out = sentinels.health()
+					out["redis"] = "ok"
 				}
-				return true, map[string]any{"redis": "ok"}
+				if err := store.Ping(pctx); err != nil {
+					out["redis"] = err.Error()
+					return false, out
+				}
+				return true, out
 			},
 			Work: func(ctx context.Context) error {
+				if sentinels != nil {
+					go sentinels.run(ctx, 2*time.Second)
+				}
 				warnWithoutAOF(ctx, store, log)
 				<-ctx.Done()
 				return nil
@@ -51,6 +60,21 @@ func Run(ctx context.Context, o Options, log *logrus.Entry) error {
 			Close: []svc.Stage{{Name: "redis", Do: func(context.Context) error { return store.Close() }}},
 		}, nil
 	})
+}
+
+// openStore connects to the one Redis Consul lists or, with Sentinels, to
+// the primary they name; the monitor is nil without Sentinels.
+func openStore(ctx context.Context, rt *svc.Runtime, o Options, log *logrus.Entry) (*RedisStore, *sentinelMonitor) {
+	co := ClientOptions{Password: o.RedisPassword, DB: o.RedisDB, ReadTimeout: o.RedisWaitTimeout + time.Second}
+	so := StoreOptions{Prefix: o.KeyPrefix, Retention: o.Retention, MinReplicas: o.RedisMinReplicas, WaitTimeout: o.RedisWaitTimeout}
+	if o.RedisSentinelService == "" {
+		return NewRedisStore(DialConsulRedis(discovery.Follow(ctx, rt.Consul, discovery.Redis(o.RedisService), log), co), so), nil
+	}
+	redis.SetLogger(redisLogger{log})
+	watch := discovery.Follow(ctx, rt.Consul, discovery.RedisSentinel(o.RedisSentinelService), log)
+	log.WithFields(logrus.Fields{"sentinels": o.RedisSentinelService, "master": o.RedisMaster, "min_replicas": o.RedisMinReplicas}).
+		Info("the store is the Redis primary the Sentinels name")
+	return NewRedisStore(DialSentinels(watch, o.RedisMaster, co), so), newSentinelMonitor(watch, o.RedisMaster, o.RedisPassword, log)
 }
 
 // warnWithoutAOF says once, when Redis first answers, if acknowledged

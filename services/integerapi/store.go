@@ -5,13 +5,12 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
-	"net"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/go-redis/redis/v8"
 
-	"github.com/loopstock/loopstock/internal/discovery"
 	"github.com/loopstock/loopstock/internal/window"
 	"github.com/loopstock/loopstock/internal/windowapi"
 )
@@ -48,41 +47,38 @@ var putScript = redis.NewScript(putLua)
 //	{prefix}:w:{start}:seqs   hash: generator instance → stored sequence ranges
 //	{prefix}:fence            highest leader fence accepted
 type RedisStore struct {
-	rdb       *redis.Client
-	prefix    string
-	retention int
+	rdb *redis.Client
+	o   StoreOptions
 }
 
-// NewRedisStore connects (lazily) to whichever Redis watch lists, so a
-// moved Redis is followed without a restart: every new connection dials the
-// current address.
-func NewRedisStore(watch *discovery.Watch, password string, db int, prefix string, retention int) *RedisStore {
-	dialer := &net.Dialer{Timeout: time.Second}
-	rdb := redis.NewClient(&redis.Options{
-		Addr: "consul:redis", // replaced by the dialer below
-		Dialer: func(ctx context.Context, network, _ string) (net.Conn, error) {
-			list, _, werr := watch.Current()
-			if len(list) == 0 {
-				if werr != nil {
-					return nil, fmt.Errorf("no passing redis in consul: %v", werr)
-				}
-				return nil, errors.New("no passing redis in consul")
-			}
-			return dialer.DialContext(ctx, network, list[0].Addr())
-		},
-		Password: password, DB: db,
-		DialTimeout: time.Second, ReadTimeout: time.Second, WriteTimeout: time.Second,
-		MaxRetries: 1, PoolSize: 32, MinIdleConns: 2, PoolTimeout: 2 * time.Second,
-	})
-	return &RedisStore{rdb: rdb, prefix: prefix, retention: retention}
+// StoreOptions are the store's keys and its acknowledgement rule.
+type StoreOptions struct {
+	Prefix    string
+	Retention int
+	// MinReplicas is how many replicas must hold a write before it is
+	// acknowledged (WAIT); 0 acknowledges a write on the primary alone.
+	MinReplicas int
+	// WaitTimeout bounds that WAIT; it must end before the client's read
+	// timeout.
+	WaitTimeout time.Duration
+}
+
+// ErrNotReplicated is a write that reached the primary but not enough
+// replicas in time: not acknowledged, so the writer sends it again.
+var ErrNotReplicated = errors.New("write not replicated")
+
+// NewRedisStore keeps windows in Redis through rdb (DialConsulRedis or
+// DialSentinels).
+func NewRedisStore(rdb *redis.Client, o StoreOptions) *RedisStore {
+	return &RedisStore{rdb: rdb, o: o}
 }
 
 // Close closes the connections.
 func (s *RedisStore) Close() error { return s.rdb.Close() }
 
-func (s *RedisStore) windowsKey() string { return s.prefix + ":windows" }
+func (s *RedisStore) windowsKey() string { return s.o.Prefix + ":windows" }
 func (s *RedisStore) windowKey(startMs int64) string {
-	return s.prefix + ":w:" + strconv.FormatInt(startMs, 10)
+	return s.o.Prefix + ":w:" + strconv.FormatInt(startMs, 10)
 }
 
 func unavailable(err error) error { return fmt.Errorf("%w: %v", ErrUnavailable, err) }
@@ -146,7 +142,7 @@ func (s *RedisStore) load(ctx context.Context, starts []string) ([]windowapi.Win
 	pipe := s.rdb.Pipeline()
 	cmds := make([]*redis.SliceCmd, len(starts))
 	for i, st := range starts {
-		cmds[i] = pipe.HMGet(ctx, s.prefix+":w:"+st, "start", "end", "count", "sum", "amendments")
+		cmds[i] = pipe.HMGet(ctx, s.o.Prefix+":w:"+st, "start", "end", "count", "sum", "amendments")
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return nil, unavailable(err)
@@ -175,19 +171,53 @@ func toWindow(start, end, count, sum, amendments int64) windowapi.Window {
 	}
 }
 
-// Put runs the merge script: one atomic step in Redis, acknowledged (with
-// appendfsync always) only once it is in the append-only file.
+// Put runs the merge script: one atomic step in Redis, in the
+// append-only file (appendfsync always) before Redis answers. With
+// MinReplicas, a WAIT follows it on the same connection (a pipeline: WAIT
+// inside MULTI or a script does not block), and the write is acknowledged
+// only once that many replicas have it; otherwise ErrNotReplicated, and
+// the writer's retry is absorbed by the idempotent merge.
 func (s *RedisStore) Put(ctx context.Context, start time.Time, w windowapi.Write) (windowapi.WriteResult, error) {
 	startMs := start.UnixMilli()
 	args := make([]any, 0, 7+5*len(w.Pieces))
-	args = append(args, w.Fence, startMs, w.End.UnixMilli(), time.Now().UnixMilli(), s.retention, s.prefix, len(w.Pieces))
+	args = append(args, w.Fence, startMs, w.End.UnixMilli(), time.Now().UnixMilli(), s.o.Retention, s.o.Prefix, len(w.Pieces))
 	for _, p := range w.Pieces {
 		args = append(args, p.Instance, p.FirstSeq, p.LastSeq, p.Count, p.Sum)
 	}
 	key := s.windowKey(startMs)
-	res, err := putScript.Run(ctx, s.rdb, []string{s.windowsKey(), key, key + ":seqs", s.prefix + ":fence"}, args...).Slice()
+	keys := []string{s.windowsKey(), key, key + ":seqs", s.o.Prefix + ":fence"}
+	pipe := s.rdb.Pipeline()
+	merge := pipe.EvalSha(ctx, putScript.Hash(), keys, args...)
+	var wait *redis.Cmd
+	if s.o.MinReplicas > 0 {
+		wait = pipe.Do(ctx, "wait", s.o.MinReplicas, s.o.WaitTimeout.Milliseconds())
+	}
+	_, err := pipe.Exec(ctx)
+	if merr := merge.Err(); merr != nil && strings.HasPrefix(merr.Error(), "NOSCRIPT") {
+		// This Redis has not seen the script (restarted, or a new
+		// primary): load it and run the pipeline again.
+		if lerr := putScript.Load(ctx, s.rdb).Err(); lerr != nil {
+			return windowapi.WriteResult{}, unavailable(lerr)
+		}
+		pipe = s.rdb.Pipeline()
+		merge = pipe.EvalSha(ctx, putScript.Hash(), keys, args...)
+		if s.o.MinReplicas > 0 {
+			wait = pipe.Do(ctx, "wait", s.o.MinReplicas, s.o.WaitTimeout.Milliseconds())
+		}
+		_, err = pipe.Exec(ctx)
+	}
+	res, merr := merge.Slice()
+	if merr != nil {
+		return windowapi.WriteResult{}, unavailable(merr)
+	}
 	if err != nil {
 		return windowapi.WriteResult{}, unavailable(err)
+	}
+	if wait != nil {
+		if got, _ := wait.Int64(); got < int64(s.o.MinReplicas) {
+			return windowapi.WriteResult{}, fmt.Errorf("%w: %d of %d replicas had it within %s (a replica down or lagging, or this primary cut off from it)",
+				ErrNotReplicated, got, s.o.MinReplicas, s.o.WaitTimeout)
+		}
 	}
 	if len(res) > 0 && res[0] == "stale" {
 		return windowapi.WriteResult{}, fmt.Errorf("%w: this write's fence %d is below %v", ErrStaleFence, w.Fence, res[1])

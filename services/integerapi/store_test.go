@@ -39,7 +39,7 @@ func newStoreRig(t *testing.T, retention int) *storeRig {
 	if _, err := w.Wait(ctx); err != nil {
 		t.Fatal(err)
 	}
-	s := NewRedisStore(w, "", 0, "test", retention)
+	s := NewRedisStore(DialConsulRedis(w, ClientOptions{}), StoreOptions{Prefix: "test", Retention: retention})
 	t.Cleanup(func() { s.Close() })
 	return &storeRig{consul: c, redis: r, store: s}
 }

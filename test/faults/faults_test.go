@@ -56,7 +56,7 @@ func TestFaults(t *testing.T) {
 	backlog := time.Duration(envInt("LOOPSTOCK_FAULT_BACKLOG_SECONDS", 60)) * time.Second
 
 	s := testenv.StartStack(t, testenv.StackOptions{
-		Generators: 2, Averagers: 2, APIs: 1, Channels: []string{"audit"}, PersistentConsul: true,
+		Generators: 2, Averagers: 2, APIs: 1, Channels: []string{"audit"}, PersistentConsul: true, ReplicatedRedis: true,
 		AvgArgs: []string{"--window", windowSize.String()},
 	})
 	tee := make(chan []byte, 64)
@@ -68,7 +68,9 @@ func TestFaults(t *testing.T) {
 	f.logf("stack healthy")
 
 	// Three SIGKILLs of every kind of process, in a seeded random order.
-	kinds := []string{"integer-gen", "nsqd", "nsqlookupd", "integeraverage-cal", "integer-api", "redis-server", "consul"}
+	// The store is replicated as on the cluster: its primary, its replica
+	// and a Sentinel are each a kind.
+	kinds := []string{"integer-gen", "nsqd", "nsqlookupd", "integeraverage-cal", "integer-api", "redis-primary", "redis-replica", "redis-sentinel", "consul"}
 	var plan []string
 	for i := 0; i < 3; i++ {
 		plan = append(plan, kinds...)
@@ -142,8 +144,19 @@ func (f *faultRun) procs(kind string) []*testenv.Proc {
 		return f.s.Averagers
 	case "integer-api":
 		return f.s.APIs
-	case "redis-server":
-		return []*testenv.Proc{f.s.Redis.Proc}
+	case "redis-primary", "redis-replica":
+		rr := f.s.Replicated
+		rr.WaitReplicated(f.t, 60*time.Second)
+		if kind == "redis-primary" {
+			return []*testenv.Proc{rr.Primary().Proc}
+		}
+		return []*testenv.Proc{rr.Replica().Proc}
+	case "redis-sentinel":
+		var out []*testenv.Proc
+		for _, s := range f.s.Replicated.Sentinels {
+			out = append(out, s.Proc)
+		}
+		return out
 	case "consul":
 		return []*testenv.Proc{f.s.Consul.Proc}
 	}
@@ -181,8 +194,10 @@ func (f *faultRun) waitUp(kind string) {
 	switch kind {
 	case "consul":
 		f.s.Consul.WaitReady(f.t)
-	case "redis-server":
-		f.s.Redis.WaitReady(f.t)
+	case "redis-primary", "redis-replica", "redis-sentinel":
+		// Back in sync, after a failover when the primary was down long
+		// enough (testenv.SentinelDownAfter): the next fault is one at a time.
+		f.s.Replicated.WaitReplicated(f.t, 60*time.Second)
 	case "nsqd":
 		testenv.WaitHTTP(f.t, "http://"+f.s.NSQ.NSQDHTTP+"/ping")
 	case "nsqlookupd":
@@ -244,13 +259,15 @@ func (f *faultRun) backlog(d time.Duration) {
 	f.logf("backlog: averagers back")
 }
 
-// hungStore freezes Redis (SIGSTOP) for longer than the averager's message
+// hungStore freezes the Redis primary (SIGSTOP) for longer than the averager's message
 // timeout, so that several windows fall due while every write hangs, then
 // SIGKILLs the active averager: whatever it held must come back from nsqd.
 func (f *faultRun) hungStore() {
 	const frozen = 20 * time.Second // --msg-timeout is 15s
-	f.logf("hung store: SIGSTOP redis for %s", frozen)
-	f.s.Redis.Signal(syscall.SIGSTOP)
+	f.s.Replicated.WaitReplicated(f.t, 60*time.Second)
+	primary := f.s.Replicated.Primary()
+	f.logf("hung store: SIGSTOP the redis primary %s for %s", primary.Name, frozen)
+	primary.Signal(syscall.SIGSTOP)
 	time.Sleep(frozen)
 	if l := f.leader(); l != nil {
 		f.logf("hung store: SIGKILL the active averager %s", l.Name)
@@ -260,9 +277,9 @@ func (f *faultRun) hungStore() {
 		f.waitLeaderSince(killed, 20*time.Second, l)
 		l.Start()
 	}
-	f.s.Redis.Signal(syscall.SIGCONT)
-	f.s.Redis.WaitReady(f.t)
-	f.logf("hung store: redis resumed")
+	primary.Signal(syscall.SIGCONT)
+	f.s.Replicated.WaitReplicated(f.t, 60*time.Second)
+	f.logf("hung store: redis resumed; primary now %s", f.s.Replicated.Primary().Name)
 }
 
 // gracefulHandover stops the active averager with SIGTERM: another must be
