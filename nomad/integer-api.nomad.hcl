@@ -82,6 +82,10 @@ job "integer-api" {
         INTEGER_API_SERVICE_ID     = "integer-api-${NOMAD_ALLOC_ID}"
         INTEGER_API_LOG_FORMAT     = "json"
         INTEGER_API_SHUTDOWN_DELAY = "5s"
+        # The replicated store: the primary is whichever Redis the
+        # Sentinels name, and a write is acknowledged once a replica holds
+        # it. Empty: the one Redis registered as "redis" (a dev agent).
+        INTEGER_API_REDIS_SENTINEL_SERVICE = var.redis_replicated ? "redis-sentinel" : ""
       }
 
       template {
@@ -173,6 +177,12 @@ variable "consul_http_addr" {
 
 variable "consul_tls" {
   description = "The local Consul agent speaks HTTPS with ACLs (the cluster): the tasks get its CA and their ACL token from the job's Nomad variable (consul_ca, consul_token). false on a dev agent: no Nomad variable for Consul."
+  type        = bool
+  default     = true
+}
+
+variable "redis_replicated" {
+  description = "Redis is a primary and a replica with Sentinels (the cluster): integer-api finds the primary through the Sentinels and waits for the replica on every write. false: the one Redis of a dev agent."
   type        = bool
   default     = true
 }

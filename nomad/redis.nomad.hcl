@@ -1,11 +1,20 @@
 # Redis, the window store: AOF on with fsync always (a window acknowledged
-# to the averager is on disk), data in the host volume "redis". Every client
-# declares a volume of that name, so Redis is pinned to var.redis_node, the
-# client whose volume holds the data: rescheduled anywhere else it would
-# start empty. Losing that client stops Redis until it is back (README.md,
-# "Redis and its data"). One task definition per driver, chosen with
-# var.redis_driver: the official image on the cluster, the host's
-# redis-server in the exec driver's chroot on a dev agent (no Docker there).
+# to the averager is on disk), data in each client's host volume "redis".
+#
+# The cluster (redis_replicated, the default): group "replicas", a primary
+# and a replica on two distinct clients, and the Sentinels of the
+# redis-sentinel job on the servers, which fail over to the replica when
+# the primary's host is lost (docs/design.md §4). Fixed ports (6379), so a
+# Redis keeps the address the Sentinels know it by across restarts. Each
+# Redis seeds its config once into its volume and Redis rewrites it from
+# then on (its replicaof, after a failover); an empty disk (a replaced
+# host) starts as a replica of the primary the Sentinels name and
+# resyncs: an empty Redis never starts as primary next to one with data.
+#
+# A dev agent (redis_replicated = false): one Redis, pinned to
+# var.redis_node, the client whose volume holds the data (groups "redis"
+# and "redis-host": the official image under Docker, the host's
+# redis-server under exec).
 
 job "redis" {
   datacenters = var.datacenters
@@ -28,8 +37,119 @@ job "redis" {
     unlimited      = true
   }
 
+  group "replicas" {
+    count = var.redis_replicated ? 2 : 0
+
+    # One copy per host: two copies on one host survive nothing.
+    constraint {
+      distinct_hosts = true
+    }
+
+    # A client unreachable: keep its allocation unknown, not lost, and
+    # start no other in its place (there is no third client to hold a
+    # copy); when the client returns, its Redis goes on as a replica.
+    max_client_disconnect = "24h"
+
+    volume "data" {
+      type   = "host"
+      source = "redis"
+    }
+
+    network {
+      port "redis" {
+        static = 6379
+        to     = 6379
+      }
+    }
+
+    restart {
+      attempts = 30
+      interval = "10m"
+      delay    = "5s"
+      mode     = "delay"
+    }
+
+    # TCP, not a script check (see group "redis-host"). Which one is the
+    # primary is the Sentinels' answer, not Consul's: integer-api asks them.
+    service {
+      name = "redis"
+      port = "redis"
+      check {
+        type     = "tcp"
+        interval = "5s"
+        timeout  = "2s"
+      }
+    }
+
+    task "redis" {
+      driver = var.redis_driver
+
+      dynamic "config" {
+        for_each = var.redis_driver == "docker" ? ["docker"] : []
+        content {
+          image      = "redis:7.0"
+          ports      = ["redis"]
+          entrypoint = ["/bin/sh", "${NOMAD_TASK_DIR}/start.sh"]
+        }
+      }
+      dynamic "config" {
+        for_each = var.redis_driver == "docker" ? [] : ["exec"]
+        content {
+          command = "/bin/sh"
+          args    = ["${NOMAD_TASK_DIR}/start.sh"]
+        }
+      }
+
+      env {
+        REDIS_BIND = var.redis_driver == "docker" ? "0.0.0.0" : "${NOMAD_IP_redis}"
+        MASTER     = "loopstock"
+      }
+
+      # Read once at each start; a change of Sentinels or peers does not
+      # restart Redis.
+      template {
+        data        = local.redis_start
+        destination = "local/start.sh"
+        change_mode = "noop"
+      }
+
+      # The password: fed to redis-server on stdin, so it is on no command
+      # line and never written into the config Redis rewrites.
+      template {
+        data        = <<-EOT
+          {{ with nomadVar "nomad/jobs/redis" }}requirepass {{ .redis_password }}
+          masterauth {{ .redis_password }}{{ end }}
+        EOT
+        destination = "secrets/auth.conf"
+        change_mode = "restart"
+        splay       = "30s"
+      }
+      template {
+        data        = <<-EOT
+          {{ with nomadVar "nomad/jobs/redis" }}REDISCLI_AUTH={{ .redis_password }}{{ end }}
+        EOT
+        destination = "secrets/redis.env"
+        env         = true
+        change_mode = "restart"
+        splay       = "30s"
+      }
+
+      volume_mount {
+        volume      = "data"
+        destination = "/data"
+      }
+
+      kill_timeout = "20s"
+
+      resources {
+        cpu    = 300
+        memory = 256
+      }
+    }
+  }
+
   group "redis" {
-    count = var.redis_driver == "docker" ? 1 : 0
+    count = !var.redis_replicated && var.redis_driver == "docker" ? 1 : 0
 
     # Only the client whose volume holds the data (see the top of the file).
     constraint {
@@ -118,7 +238,7 @@ job "redis" {
   }
 
   group "redis-host" {
-    count = var.redis_driver == "docker" ? 0 : 1
+    count = !var.redis_replicated && var.redis_driver != "docker" ? 1 : 0
 
     # Only the client whose volume holds the data (see the top of the file).
     constraint {
@@ -213,8 +333,14 @@ variable "datacenters" {
   default     = ["dc1"]
 }
 
+variable "redis_replicated" {
+  description = "A primary and a replica on two clients with Sentinels (the cluster), or one Redis on redis_node (a dev agent)."
+  type        = bool
+  default     = true
+}
+
 variable "redis_node" {
-  description = "Name of the Nomad client whose host volume redis holds Redis's data (nomad node status). Redis runs only there; empty places it nowhere."
+  description = "Without redis_replicated: name of the Nomad client whose host volume redis holds Redis's data (nomad node status). Redis runs only there; empty places it nowhere."
   type        = string
   default     = ""
 }
@@ -223,4 +349,65 @@ variable "redis_driver" {
   description = "docker (the official image, on the cluster) or exec (the host's redis-server, on a dev agent)."
   type        = string
   default     = "docker"
+}
+
+locals {
+  # A replicated Redis's start (group "replicas"). The config is seeded
+  # once into the volume; from then on Redis rewrites it itself (Sentinel
+  # sets its replicaof at a failover), so a restart comes back in the role
+  # it last had. An empty volume (the first start, or a replaced host)
+  # asks the Sentinels which Redis is the primary and starts as its
+  # replica; it never starts as primary next to a Redis that answers.
+  redis_start = <<-EOT
+    #!/bin/sh
+    set -u
+    conf=/data/redis.conf
+    me="$NOMAD_IP_redis 6379"
+    sentinels="{{ range service "redis-sentinel" }}{{ .Address }}:{{ .Port }} {{ end }}"
+    peers="{{ range service "redis|any" }}{{ .Address }}:{{ .Port }} {{ end }}"
+    umask 077
+    say() { echo "loopstock-redis: $*" >&2; }
+    if [ ! -s "$conf" ]; then
+      primary=""
+      for s in $sentinels; do
+        a=$(redis-cli --no-auth-warning -h "$${s%:*}" -p "$${s#*:}" sentinel get-master-addr-by-name "$MASTER" 2>/dev/null | tr '\n' ' ' | sed 's/ $//')
+        case "$a" in *" "*) primary="$a"; break ;; esac
+      done
+      if [ -n "$primary" ] && [ "$primary" = "$me" ]; then
+        say "the Sentinels name this Redis ($me) the primary, but its disk is empty: not starting, so that they fail over to the replica that holds the data"
+        sleep 15; exit 1
+      fi
+      if [ -z "$primary" ]; then
+        # No Sentinel answers: the store's first start, or every Sentinel
+        # lost. A peer that answers decides: follow it if it is the
+        # primary, wait otherwise. None: the first allocation starts as
+        # the primary, the other waits for it.
+        for p in $peers; do
+          [ "$p" = "$${me% *}:6379" ] && continue
+          role=$(redis-cli --no-auth-warning -h "$${p%:*}" -p "$${p#*:}" role 2>/dev/null | head -n 1)
+          case "$role" in
+            master) primary="$${p%:*} $${p#*:}" ;;
+            slave) say "no Sentinel answers and the peer $p is a replica: waiting for a primary"; sleep 15; exit 1 ;;
+          esac
+        done
+        if [ -z "$primary" ] && [ "$NOMAD_ALLOC_INDEX" != 0 ]; then
+          say "no Sentinel and no peer answer: waiting for the first allocation to start as the primary"
+          sleep 15; exit 1
+        fi
+      fi
+      {
+        echo "port 6379"
+        echo "bind $REDIS_BIND"
+        echo "dir /data"
+        echo "appendonly yes"
+        echo "appendfsync always"
+        echo 'save ""'
+        echo "replica-announce-ip $NOMAD_IP_redis"
+        echo "replica-announce-port 6379"
+        [ -n "$primary" ] && echo "replicaof $primary"
+      } > "$conf.new" && mv "$conf.new" "$conf"
+      if [ -n "$primary" ]; then say "empty disk: starting as a replica of $primary"; else say "empty disk and no other Redis: starting as the primary"; fi
+    fi
+    exec redis-server "$conf" - < "$NOMAD_SECRETS_DIR/auth.conf"
+  EOT
 }

@@ -7,6 +7,7 @@
 # repository; they come from NOMAD_VAR_* (README.md, "Cluster").
 datacenters      = ["dc1"]
 driver           = "exec"
+redis_replicated = true
 redis_driver     = "docker"
 consul_http_addr = "127.0.0.1:8501"
 consul_tls       = true

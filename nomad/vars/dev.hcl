@@ -6,6 +6,7 @@
 # NOMAD_VAR_* exports.
 datacenters      = ["dc1"]
 driver           = "raw_exec"
+redis_replicated = false
 redis_driver     = "exec"
 consul_http_addr = "127.0.0.1:8500"
 consul_tls       = false

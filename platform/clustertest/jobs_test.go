@@ -81,15 +81,13 @@ func (c *cl) deployJobs(serve func(urlPath, file string) string) (*jobsResult, e
 		// (nomad/README.md).
 		"CONSUL_TOKEN="+c.secrets.Tokens["loopstock"].Secret, "CONSUL_CA="+filepath.Join(files, "ca.pem"),
 		"PROMETHEUS_CONSUL_TOKEN="+c.secrets.Tokens["prometheus"].Secret,
-		// Redis keeps its data on the first client.
-		"NOMAD_VAR_redis_node="+c.clients[0].Name,
 		// Alerts reach Alertmanager; no receiver here: the test reads them there.
 		// No Grafana tarball here: Grafana is optional.
 		// The only override: Redis runs under Docker on the cluster, and
 		// Docker cannot run inside these container hosts.
 		"NOMAD_RUN_VARS=redis_driver=exec"+copiesOverride(),
 	)
-	fmt.Println("cluster test: Redis runs with the exec driver instead of Docker (no Docker engine runs inside a container host); every other task runs with the cluster's exec driver; the monitoring job without Grafana (optional; no tarball here)")
+	fmt.Println("cluster test: Redis and its Sentinels run with the exec driver instead of Docker (no Docker engine runs inside a container host); every other task runs with the cluster's exec driver; the monitoring job without Grafana (optional; no tarball here)")
 	c.st.logf("make nomad-run against %s", server)
 	out, err := c.make(env, "nomad-run")
 	if err != nil {
@@ -121,13 +119,26 @@ func (c *cl) deployJobs(serve func(urlPath, file string) string) (*jobsResult, e
 		return nil
 	})
 	res.api = time.Since(healthy) <= 30*time.Second+5*time.Second
-	// Redis keeps out a client without the password integer-api has.
-	redis, err := c.passing("redis")
-	if err != nil || len(redis) != 1 {
-		return nil, fmt.Errorf("redis in Consul: %v %v", err, redis)
+	// Two Redis, one per client, and three Sentinels, one per server; each
+	// keeps out a client without the password integer-api has.
+	redis, err := c.passingOn("redis")
+	if err != nil || len(redis) != 2 {
+		return nil, fmt.Errorf("redis in Consul: %v, want one on each client (%v)", redis, err)
 	}
-	if err := testenv.RedisRefusesAnonymous(redis[0]); err != nil {
-		return nil, err
+	sentinels, err := c.passingOn("redis-sentinel")
+	if err != nil || len(sentinels) != 3 {
+		return nil, fmt.Errorf("redis-sentinel in Consul: %v, want one on each server (%v)", sentinels, err)
+	}
+	for _, service := range []string{"redis", "redis-sentinel"} {
+		addrs, err := c.passing(service)
+		if err != nil {
+			return nil, err
+		}
+		for _, a := range addrs {
+			if err := testenv.RedisRefusesAnonymous(a); err != nil {
+				return nil, err
+			}
+		}
 	}
 	return res, nil
 }

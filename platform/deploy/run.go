@@ -21,17 +21,32 @@ import (
 
 // Jobs are the job files make nomad-run deploys, in order: what a job
 // finds through Consul is deployed before it.
-var Jobs = []string{"redis", "nsq", "nsqd", "integer-api", "integeraverage-cal", "integer-gen"}
+var Jobs = []string{"redis", "redis-sentinel", "nsq", "nsqd", "integer-api", "integeraverage-cal", "integer-gen"}
+
+// ClusterOnly are the jobs a dev agent (one host) does without: its one
+// Redis has no Sentinels.
+var ClusterOnly = []string{"redis-sentinel"}
+
+// DevJobs and DevServices are Jobs and Services on a dev agent.
+func DevJobs() []string { return withoutClusterOnly(Jobs) }
+
+// DevServices: see DevJobs.
+func DevServices() []string { return withoutClusterOnly(Services) }
+
+func withoutClusterOnly(list []string) []string {
+	return slices.DeleteFunc(slices.Clone(list), func(s string) bool { return slices.Contains(ClusterOnly, s) })
+}
 
 // Services are what those jobs register in Consul (the last three
 // register themselves).
-var Services = []string{"redis", "nsqlookupd", "nsqadmin", "nsqd", "integer-api", "integeraverage-cal", "integer-gen"}
+var Services = []string{"redis", "redis-sentinel", "nsqlookupd", "nsqadmin", "nsqd", "integer-api", "integeraverage-cal", "integer-gen"}
 
 // Secrets are the items of each job's Nomad variable (nomad/jobs/<job>)
 // that its templates read; on a cluster the services and monitoring also
 // get the Consul ACL token and CA (ConsulSecrets).
 var Secrets = map[string][]string{
 	"redis":              {"redis_password"},
+	"redis-sentinel":     {"redis_password"},
 	"integer-api":        {"write_token", "redis_password"},
 	"integeraverage-cal": {"write_token"},
 }
@@ -132,7 +147,6 @@ func (o Options) OperatorProblems() []string {
 			needSHA("NOMAD_VAR_grafana_sha256", "the Grafana tarball (Grafana is optional: set both or neither)")
 		}
 	}
-	need("NOMAD_VAR_redis_node", `the name of the Nomad client whose host volume keeps Redis's data (nomad node status lists them; nomad/README.md, "Redis and its data")`)
 	need("CONSUL_HTTP_ADDR", `the Consul HTTPS API (https://<server>:8501; eval "$(tofu output -raw operator_env)"), to wait for the services and print their addresses`)
 	need("CONSUL_TOKEN", "the services' Consul ACL token (tofu output -raw loopstock_consul_token)")
 	if ca := o.env("CONSUL_CA"); ca == "" || !nonEmptyFile(ca) {
@@ -176,9 +190,6 @@ func Run(ctx context.Context, o Options) error {
 		if consul, err = consulapi.NewClient(consulapi.DefaultNonPooledConfig()); err != nil {
 			return fmt.Errorf("the Consul client: %w", err)
 		}
-		if err := o.checkRedisNode(ctx, nomad); err != nil {
-			return err
-		}
 		varFile = filepath.Join(o.Repo, "nomad", "vars", "cluster.hcl")
 		// NOMAD_RUN_VARS="name=value …" overrides the cluster's own
 		// settings: redis_driver=exec where no Docker engine runs.
@@ -201,6 +212,8 @@ func Run(ctx context.Context, o Options) error {
 		varFile = filepath.Join(o.Repo, "nomad", "vars", "dev.hcl")
 		overrides["bin_dir"] = filepath.Join(o.Repo, ".bin")
 		overrides["redis_node"] = agents.NodeName
+		// One host: one Redis, no Sentinels (nomad/vars/dev.hcl).
+		jobs, services = withoutClusterOnly(jobs), withoutClusterOnly(services)
 	}
 	if unused, err := Unused(varFile, jobFiles(o.Repo, jobs)); err != nil {
 		return err
@@ -270,37 +283,6 @@ func jobFiles(repo string, jobs []string) []string {
 		out = append(out, filepath.Join(repo, "nomad", j+".nomad.hcl"))
 	}
 	return out
-}
-
-// checkRedisNode refuses a Redis node that is not a client, or one other
-// than where Redis runs with its data now (it would start empty there).
-func (o Options) checkRedisNode(ctx context.Context, nomad *nomadapi.Client) error {
-	want := o.env("NOMAD_VAR_redis_node")
-	q := (&nomadapi.QueryOptions{}).WithContext(ctx)
-	nodes, _, err := nomad.Nodes().List(q)
-	if err != nil {
-		return fmt.Errorf("cannot list the Nomad clients at %s: check NOMAD_ADDR, NOMAD_TOKEN and the NOMAD_CACERT/NOMAD_CLIENT_* files: %w", o.env("NOMAD_ADDR"), err)
-	}
-	var names []string
-	found := false
-	for _, n := range nodes {
-		names = append(names, n.Name)
-		found = found || n.Name == want
-	}
-	if !found {
-		return fmt.Errorf("NOMAD_VAR_redis_node=%s is not a Nomad client; the clients are: %s", want, strings.Join(names, " "))
-	}
-	allocs, _, err := nomad.Jobs().Allocations("redis", false, q)
-	if err != nil && !strings.Contains(err.Error(), "404") {
-		return fmt.Errorf("reading Redis's allocations: %w", err)
-	}
-	for _, a := range allocs {
-		if a.ClientStatus == nomadapi.AllocClientStatusRunning && a.NodeName != want {
-			return fmt.Errorf("Redis runs on %s with its data; NOMAD_VAR_redis_node=%s would start it empty. Set NOMAD_VAR_redis_node=%s, or move the data first (nomad/README.md, \"Redis and its data\")",
-				a.NodeName, want, a.NodeName)
-		}
-	}
-	return nil
 }
 
 // writeSecrets puts each job's Nomad variable. The generated secrets are

@@ -2,6 +2,7 @@ package nomad
 
 import (
 	"encoding/json"
+	"maps"
 	"os"
 	"os/exec"
 	"regexp"
@@ -157,7 +158,11 @@ func TestTheDefaultCountsPlaceOnTheDefaultCluster(t *testing.T) {
 			for _, c := range append(append([]*api.Constraint{}, job.Constraints...), g.Constraints...) {
 				distinct = distinct || (c.Operand == "distinct_hosts" && c.RTarget != "false")
 			}
-			if distinct && g.Count != nil && *g.Count > clients {
+			hosts := clients
+			if job.NodePool != nil && *job.NodePool == "quorum" {
+				hosts = 3 // the servers' pool (ignition/server.yaml): three on every platform
+			}
+			if distinct && g.Count != nil && *g.Count > hosts {
 				t.Errorf("%s group %s: %d allocations on distinct hosts, the default cluster has %d clients",
 					f, *g.Name, *g.Count, clients)
 			}
@@ -166,14 +171,28 @@ func TestTheDefaultCountsPlaceOnTheDefaultCluster(t *testing.T) {
 }
 
 // Defect: Redis's data is in one client's host volume, and every client
-// has a volume of that name: rescheduled elsewhere, Redis started empty.
+// has a volume of that name: rescheduled elsewhere, a single Redis started
+// empty. The replicated store (the cluster's) keeps one copy per client:
+// two allocations on distinct hosts.
 func TestRedisStaysOnTheNodeThatHoldsItsData(t *testing.T) {
+	job := clusterJob(t, "redis.nomad.hcl", operatorEnv)
+	for _, g := range job.TaskGroups {
+		distinct := false
+		for _, c := range g.Constraints {
+			distinct = distinct || c.Operand == "distinct_hosts"
+		}
+		if want := *g.Name == "replicas"; (*g.Count == 2) != want || distinct != want {
+			t.Errorf("redis group %s on the cluster: count %d, distinct_hosts %v; want only group replicas, 2 on distinct hosts", *g.Name, *g.Count, distinct)
+		}
+	}
 	// Without redis_node the constraint's value is empty, which Nomad
 	// refuses at submission ("Operator \"=\" requires an RTarget").
 	for _, env := range []map[string]string{operatorEnv, {}} {
+		env = maps.Clone(env)
+		env["redis_replicated"] = "false"
 		job := clusterJob(t, "redis.nomad.hcl", env)
 		for _, g := range job.TaskGroups {
-			if len(g.Volumes) == 0 {
+			if len(g.Volumes) == 0 || *g.Name == "replicas" {
 				continue
 			}
 			pinned := false

@@ -76,8 +76,7 @@ func TestNomadRunOnDevAgents(t *testing.T) {
 	}
 	ready := func(when string) {
 		t.Helper()
-		jobs := append([]string{}, deploy.Jobs...)
-		pending, err := deploy.NotReady(context.Background(), client, consul, jobs, deploy.Services)
+		pending, err := deploy.NotReady(context.Background(), client, consul, deploy.DevJobs(), deploy.DevServices())
 		if err != nil || len(pending) > 0 {
 			t.Fatalf("%s: nomad-run returned, and the readiness check says (%v):\n  %s", when, err, strings.Join(pending, "\n  "))
 		}
