@@ -151,10 +151,14 @@ job "redis" {
   group "redis" {
     count = !var.redis_replicated && var.redis_driver == "docker" ? 1 : 0
 
-    # Only the client whose volume holds the data (see the top of the file).
-    constraint {
-      attribute = "${node.unique.name}"
-      value     = var.redis_node
+    # Only the client whose volume holds the data (see the top of the file);
+    # only for a single Redis, so the replicated cluster needs no redis_node.
+    dynamic "constraint" {
+      for_each = var.redis_replicated ? [] : [var.redis_node]
+      content {
+        attribute = "${node.unique.name}"
+        value     = constraint.value
+      }
     }
 
     # That client unreachable: keep the allocation as unknown, not lost, so
@@ -240,10 +244,14 @@ job "redis" {
   group "redis-host" {
     count = !var.redis_replicated && var.redis_driver != "docker" ? 1 : 0
 
-    # Only the client whose volume holds the data (see the top of the file).
-    constraint {
-      attribute = "${node.unique.name}"
-      value     = var.redis_node
+    # Only the client whose volume holds the data (see the top of the file);
+    # only for a single Redis, so the replicated cluster needs no redis_node.
+    dynamic "constraint" {
+      for_each = var.redis_replicated ? [] : [var.redis_node]
+      content {
+        attribute = "${node.unique.name}"
+        value     = constraint.value
+      }
     }
 
     # That client unreachable: keep the allocation as unknown, not lost, so

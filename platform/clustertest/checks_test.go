@@ -39,6 +39,10 @@ type cl struct {
 	consul       *cluster.API
 	nomad        *cluster.API
 
+	// replace powers a host off for good and boots a fresh one in its
+	// place: the same Ignition, name and address, an empty disk.
+	replace func(old *cluster.Host) (*cluster.Host, error)
+
 	failedUnits int
 	failedOn    *cluster.Host // the host a failing check was about, for the explanation
 }
@@ -169,12 +173,16 @@ func (c *cl) deliverSecrets(h *cluster.Host, s *flatcar.Secrets) {
 	}
 }
 
-func (c *cl) connectAPIs() {
+func (c *cl) connectAPIs() { c.connectAPIsVia(c.servers[0]) }
+
+// connectAPIsVia reaches the agents through server (another one while the
+// first is down).
+func (c *cl) connectAPIsVia(server *cluster.Host) {
 	c.t.Helper()
 	var err error
 	s := c.secrets
-	consulAddr, consulName, consulToken := "https://"+c.servers[0].IP+":8501", "server."+datacenter+".consul", s.Tokens["consul-bootstrap"].Secret
-	nomadAddr, nomadName, nomadToken := "https://"+c.servers[0].IP+":4646", "server.global.nomad", s.Tokens["nomad-bootstrap"].Secret
+	consulAddr, consulName, consulToken := "https://"+server.IP+":8501", "server."+datacenter+".consul", s.Tokens["consul-bootstrap"].Secret
+	nomadAddr, nomadName, nomadToken := "https://"+server.IP+":4646", "server.global.nomad", s.Tokens["nomad-bootstrap"].Secret
 	cli := s.Certs["cli"]
 	if c.consul, err = cluster.NewAPI(consulAddr, s.CA, consulName, "", "", "X-Consul-Token", consulToken); err != nil {
 		c.t.Fatal(err)
@@ -245,7 +253,11 @@ func (c *cl) nodes() (map[string]*nomadapi.NodeListStub, error) {
 	}
 	m := map[string]*nomadapi.NodeListStub{}
 	for _, n := range list {
-		m[n.Name] = n
+		// A replaced host registers anew under its name; the old node
+		// stays, down.
+		if old, ok := m[n.Name]; !ok || old.Status == "down" {
+			m[n.Name] = n
+		}
 	}
 	return m, nil
 }

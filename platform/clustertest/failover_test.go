@@ -4,9 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,7 +15,6 @@ import (
 	"github.com/loopstock/loopstock/internal/testenv"
 	"github.com/loopstock/loopstock/internal/windowapi"
 	"github.com/loopstock/loopstock/internal/windowcheck"
-	"github.com/loopstock/loopstock/internal/wire"
 )
 
 // clientLossWithin is what docs/operations.md ("A client is lost") states:
@@ -166,131 +163,11 @@ func (c *cl) rollout() (failed int64, err error) {
 	return 0, nil
 }
 
-// lossResult is what the lost client's check found.
-type lossResult struct {
-	recovered   time.Duration
-	cmp         windowcheck.Comparison
-	killed      string
-	leaderMoved bool
-}
-
-// clientLoss kills a client hard while an audit consumer records every
-// integer nsqd accepts; every service must pass again on the other client
-// within clientLossWithin. The client then comes back and every window
-// from the audit's start to after its return must equal what nsqd accepted.
-//
-// The client killed is the one without Redis (Redis is pinned to its
-// volume's node: its loss is the documented outage), and the active
-// averager is made to run there first: the hardest case, the averager and
-// an nsqd with messages in flight to it lost at once, which the
-// generators' second copy (--nsqd-copies 2) covers.
-func (c *cl) clientLoss() (*lossResult, error) {
-	lookupds, err := c.passing("nsqlookupd")
-	if err != nil || len(lookupds) == 0 {
-		return nil, fmt.Errorf("no passing nsqlookupd in Consul: %v", err)
-	}
-	audit := testenv.StartAuditLookupd(c.t, lookupds, "integers", "audit")
-	keep, victim := c.clients[0], c.clients[1]
-	res := &lossResult{killed: victim.Name}
-
-	// Every nsqd has the audit channel before anything is judged: nsqd
-	// copies a message only to the channels its topic has.
-	c.waitFor("the audit channel on every nsqd", time.Minute, func() error { return c.channelOnEveryNSQD("audit") })
-	auditFrom := time.Now().Add(time.Second)
-	if node, err := c.leaderNode(); err != nil {
-		return nil, err
-	} else if node != victim.Name {
-		res.leaderMoved = true
-		if err := c.stopAllocsOn("integeraverage-cal", node); err != nil {
-			return nil, err
-		}
-		c.waitFor("the active averager on "+victim.Name, time.Minute, func() error {
-			node, err := c.leaderNode()
-			if err == nil && node != victim.Name {
-				err = fmt.Errorf("leader on %q", node)
-			}
-			return err
-		})
-	}
-	// Integers from both generators reach the audit before the loss.
-	c.waitFor("integers of two generators in the audit", time.Minute, func() error {
-		instances := map[wire.InstanceID]bool{}
-		for _, r := range audit.Records() {
-			instances[r.Instance] = true
-		}
-		if len(instances) < 2 {
-			return fmt.Errorf("integers of %d generators", len(instances))
-		}
-		return nil
-	})
-
-	c.st.logf("killing %s (SIGKILL to its init: every process at once)", victim.Name)
-	killed := time.Now()
-	if err := victim.Kill(); err != nil {
-		return nil, err
-	}
-	c.waitFor("every service job passing again on "+keep.Name, clientLossWithin+30*time.Second, func() error {
-		return c.servicesBackOn(keep.Name)
-	})
-	res.recovered = time.Since(killed)
-
-	c.st.logf("booting %s again", victim.Name)
-	if err := victim.Boot(bridge); err != nil {
-		return nil, err
-	}
-	c.waitBooted(victim)
-	c.waitFor(victim.Name+"'s nsqd passing again", 3*time.Minute, func() error {
-		on, err := c.passingOn("nsqd")
-		if err == nil && on[victim.Name] == 0 {
-			err = fmt.Errorf("nsqd passing on %v", on)
-		}
-		return err
-	})
-	auditTo := time.Now().Add(-5 * time.Second) // windows that ended with both nsqds up
-	c.waitFor("every window from the audit's start to the client's return equal to what nsqd accepted", 3*time.Minute, func() error {
-		served, err := c.servedWindows()
-		if err != nil {
-			return err
-		}
-		res.cmp = windowcheck.Compare(auditedBetween(audit.Windows(5*time.Second), auditFrom, auditTo), servedBetween(served, auditFrom, auditTo))
-		if res.cmp.Windows < 6 || res.cmp.Lost != 0 || res.cmp.Doubled != 0 {
-			return fmt.Errorf("windows=%d lost=%d doubled=%d %v", res.cmp.Windows, res.cmp.Lost, res.cmp.Doubled, first(res.cmp.Details, 5))
-		}
-		return nil
-	})
-	return res, nil
-}
-
 func first(s []string, n int) []string {
 	if len(s) > n {
 		return s[:n]
 	}
 	return s
-}
-
-// servicesBackOn: every service the jobs run has its instances passing on
-// node (nsqlookupd: one; nsqd: node's own).
-func (c *cl) servicesBackOn(node string) error {
-	want := map[string]int{"integer-gen": 2, "integeraverage-cal": 2, "integer-api": 2, "nsqadmin": 1, "redis": 1, "nsqlookupd": 1, "nsqd": 1}
-	var missing []string
-	names := make([]string, 0, len(want))
-	for name := range want {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	for _, name := range names {
-		on, err := c.passingOn(name)
-		if err != nil {
-			return err
-		}
-		if on[node] < want[name] {
-			missing = append(missing, fmt.Sprintf("%s %d/%d", name, on[node], want[name]))
-		}
-	}
-	if len(missing) > 0 {
-		return fmt.Errorf("passing on %s: %s", node, strings.Join(missing, ", "))
-	}
-	return nil
 }
 
 // leaderNode is the Consul node of the session holding the averager's key.
