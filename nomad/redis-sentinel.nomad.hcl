@@ -166,7 +166,7 @@ locals {
         echo "sentinel down-after-milliseconds $MASTER $DOWN_AFTER_MS"
         echo "sentinel failover-timeout $MASTER 60000"
         echo "sentinel parallel-syncs $MASTER 1"
-      } > "$conf.new" && mv "$conf.new" "$conf"
+      } > "$conf.new" && mv "$conf.new" "$conf" || exit 1
       say "seeded: monitoring $MASTER at $primary"
     fi
     exec redis-server "$conf" --sentinel - < "$NOMAD_SECRETS_DIR/auth.conf"

@@ -412,8 +412,8 @@ locals {
         echo 'save ""'
         echo "replica-announce-ip $NOMAD_IP_redis"
         echo "replica-announce-port 6379"
-        [ -n "$primary" ] && echo "replicaof $primary"
-      } > "$conf.new" && mv "$conf.new" "$conf"
+        if [ -n "$primary" ]; then echo "replicaof $primary"; fi
+      } > "$conf.new" && mv "$conf.new" "$conf" || exit 1
       if [ -n "$primary" ]; then say "empty disk: starting as a replica of $primary"; else say "empty disk and no other Redis: starting as the primary"; fi
     fi
     exec redis-server "$conf" - < "$NOMAD_SECRETS_DIR/auth.conf"
