@@ -154,7 +154,7 @@ locals {
       fi
       if [ -z "$primary" ]; then
         say "no other Sentinel and no Redis primary answer yet: waiting"
-        sleep 10; exit 1
+        sleep $${RETRY_AFTER:-10}; exit 1
       fi
       {
         echo "port 26379"

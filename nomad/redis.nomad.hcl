@@ -383,7 +383,7 @@ locals {
       done
       if [ -n "$primary" ] && [ "$primary" = "$me" ]; then
         say "the Sentinels name this Redis ($me) the primary, but its disk is empty: not starting, so that they fail over to the replica that holds the data"
-        sleep 15; exit 1
+        sleep $${RETRY_AFTER:-15}; exit 1
       fi
       if [ -z "$primary" ]; then
         # No Sentinel answers: the store's first start, or every Sentinel
@@ -395,12 +395,12 @@ locals {
           role=$(redis-cli --no-auth-warning -h "$${p%:*}" -p "$${p#*:}" role 2>/dev/null | head -n 1)
           case "$role" in
             master) primary="$${p%:*} $${p#*:}" ;;
-            slave) say "no Sentinel answers and the peer $p is a replica: waiting for a primary"; sleep 15; exit 1 ;;
+            slave) say "no Sentinel answers and the peer $p is a replica: waiting for a primary"; sleep $${RETRY_AFTER:-15}; exit 1 ;;
           esac
         done
         if [ -z "$primary" ] && [ "$NOMAD_ALLOC_INDEX" != 0 ]; then
           say "no Sentinel and no peer answer: waiting for the first allocation to start as the primary"
-          sleep 15; exit 1
+          sleep $${RETRY_AFTER:-15}; exit 1
         fi
       fi
       {

@@ -272,3 +272,6 @@ func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bo
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// Output is everything the process printed so far, across its starts.
+func (p *Proc) Output() string { return p.out.String() }
