@@ -41,7 +41,6 @@ job "redis-sentinel" {
     # Its view of the store survives a restart and an update in place.
     ephemeral_disk {
       sticky = true
-      size   = 100
     }
 
     network {
