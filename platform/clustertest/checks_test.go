@@ -18,6 +18,7 @@ import (
 	nomadapi "github.com/hashicorp/nomad/api"
 
 	"github.com/loopstock/loopstock/platform/cluster"
+	"github.com/loopstock/loopstock/platform/deploy"
 	"github.com/loopstock/loopstock/platform/flatcar"
 )
 
@@ -99,6 +100,13 @@ func (c *cl) explainFailure() {
 		journal, _ := h.Sh(ctx, "journalctl --no-pager -o cat -n 25 -u 'loopstock*' -u systemd-sysext -u ensure-sysext; journalctl --no-pager -o cat -n 8 -u consul; journalctl --no-pager -o cat -n 8 -u nomad")
 		cancel()
 		c.t.Logf("==== %s: units\n%s\n==== %s: journal\n%s\n==== %s: console\n%s", h.Name, failed, h.Name, journal, h.Name, h.Console(15))
+	}
+	if c.nomadClient != nil {
+		// What make nomad-run prints of a failed deploy: each allocation's
+		// checks, last events and output.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		c.t.Logf("==== the jobs' allocations\n%s", deploy.Diagnose(ctx, c.nomadClient, append(deploy.Jobs, "monitoring")))
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/go-redis/redis/v8"
+	consulapi "github.com/hashicorp/consul/api"
 
 	"github.com/loopstock/loopstock/internal/testenv"
 	"github.com/loopstock/loopstock/internal/windowcheck"
@@ -106,11 +107,17 @@ func (r *gapReader) newerThan(start string) (time.Time, bool) {
 
 func (r *gapReader) close() { close(r.stop); <-r.done }
 
-// readAny reads the newest window from any passing integer-api.
+// readAny reads the newest window from any passing integer-api. The
+// lookup may be stale, as Consul's DNS answers are by default: a client of
+// the API does not wait for a Raft election.
 func (c *cl) readAny() (string, error) {
-	addrs, err := c.passing("integer-api")
+	entries, _, err := c.consulClient.Health().Service("integer-api", "", true, &consulapi.QueryOptions{AllowStale: true})
 	if err != nil {
 		return "", err
+	}
+	var addrs []string
+	for _, e := range entries {
+		addrs = append(addrs, fmt.Sprintf("%s:%d", e.Service.Address, e.Service.Port))
 	}
 	client := http.Client{Timeout: time.Second}
 	var errs []string

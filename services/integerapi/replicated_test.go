@@ -3,6 +3,7 @@ package integerapi
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"syscall"
@@ -175,5 +176,34 @@ func TestEverySentinelDownKeepsTheLastPrimary(t *testing.T) {
 	h := m.health()
 	if !strings.HasPrefix(h["sentinels"].(string), "none of") || h["redis_primary"] != r.rr.Nodes[0].Addr {
 		t.Fatalf("health with every Sentinel down: %v, want none answering and the last primary kept", h)
+	}
+}
+
+// BenchmarkPut is a window write through the store: on the primary alone,
+// and acknowledged once the replica holds it (WAIT 1), same Redis, same
+// run: the ratio is what a second copy costs a write.
+func BenchmarkPut(b *testing.B) {
+	c := testenv.StartConsul(b)
+	rr := testenv.StartReplicatedRedis(b)
+	rr.RegisterIn(b, c)
+	c.WaitPassing(b, testenv.SentinelService, 3, 20*time.Second)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	w := discovery.Follow(ctx, c.Client, discovery.RedisSentinel(testenv.SentinelService), logging.Discard())
+	if _, err := w.Wait(ctx); err != nil {
+		b.Fatal(err)
+	}
+	for _, replicas := range []int{0, 1} {
+		b.Run(fmt.Sprintf("min_replicas=%d", replicas), func(b *testing.B) {
+			s := NewRedisStore(DialSentinels(w, testenv.MasterName, ClientOptions{ReadTimeout: 1500 * time.Millisecond}),
+				StoreOptions{Prefix: fmt.Sprintf("bench%d", replicas), Retention: 1000, MinReplicas: replicas, WaitTimeout: 500 * time.Millisecond})
+			defer s.Close()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if _, err := tryPut(s, i*5, pc(uint64(i*10), uint64(i*10+9), 100)); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
