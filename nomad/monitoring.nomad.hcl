@@ -78,7 +78,7 @@ job "monitoring" {
         command = var.bin_dir != "" ? "${var.bin_dir}/prometheus" : "local/${local.prometheus.dir}/prometheus"
         args = [
           "--config.file=${NOMAD_TASK_DIR}/prometheus.yml",
-          "--storage.tsdb.path=${NOMAD_ALLOC_DIR}/data/prometheus",
+          "--storage.tsdb.path=${NOMAD_TASK_DIR}/data/prometheus",
           "--storage.tsdb.retention.time=7d",
           "--web.listen-address=${NOMAD_ADDR_http}",
         ]
@@ -189,7 +189,7 @@ job "monitoring" {
         command = var.bin_dir != "" ? "${var.bin_dir}/alertmanager" : "local/${local.alertmanager.dir}/alertmanager"
         args = [
           "--config.file=${NOMAD_TASK_DIR}/alertmanager.yml",
-          "--storage.path=${NOMAD_ALLOC_DIR}/data/alertmanager",
+          "--storage.path=${NOMAD_TASK_DIR}/data/alertmanager",
           "--web.listen-address=${NOMAD_ADDR_http}",
           # One instance: no gossip between Alertmanagers.
           "--cluster.listen-address=",
@@ -269,7 +269,7 @@ job "monitoring" {
       env {
         GF_SERVER_HTTP_ADDR            = "${NOMAD_IP_http}"
         GF_SERVER_HTTP_PORT            = "${NOMAD_PORT_http}"
-        GF_PATHS_DATA                  = "${NOMAD_ALLOC_DIR}/data/grafana"
+        GF_PATHS_DATA                  = "${NOMAD_TASK_DIR}/data/grafana"
         GF_PATHS_PROVISIONING          = "${NOMAD_TASK_DIR}/provisioning"
         GF_AUTH_ANONYMOUS_ENABLED      = "true"
         GF_AUTH_ANONYMOUS_ORG_ROLE     = "Viewer"

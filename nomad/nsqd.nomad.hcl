@@ -20,6 +20,11 @@ job "nsqd" {
       port "http" {}
     }
 
+    # The messages live in the task's local/data, which the sticky disk
+    # keeps across restarts and updates. Not in the allocation's shared
+    # alloc/: after a host's restart Nomad restores the task without
+    # mounting that shared directory into it again (the cluster test's
+    # host loss found nsqd failing "open /alloc/data").
     ephemeral_disk {
       size    = 2048
       sticky  = true
@@ -67,12 +72,19 @@ job "nsqd" {
         args    = ["-config=${NOMAD_TASK_DIR}/nsqd.cfg"]
       }
 
+      # Creates local/data, nsqd's data_path (nsqd does not create it).
+      template {
+        data        = "nsqd's messages (data_path in nsqd.cfg)\n"
+        destination = "local/data/README"
+        change_mode = "noop"
+      }
+
       template {
         data        = <<-EOT
           tcp_address = "{{ env "NOMAD_ADDR_tcp" }}"
           http_address = "{{ env "NOMAD_ADDR_http" }}"
           broadcast_address = "{{ env "NOMAD_IP_tcp" }}"
-          data_path = "{{ env "NOMAD_ALLOC_DIR" }}/data"
+          data_path = "{{ env "NOMAD_TASK_DIR" }}/data"
           mem_queue_size = 0
           nsqlookupd_tcp_addresses = [{{ range $i, $s := service "nsqlookupd" }}{{ if $i }}, {{ end }}"{{ $s.Address }}:{{ index $s.ServiceMeta "tcp_port" }}"{{ end }}]
         EOT

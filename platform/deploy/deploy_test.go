@@ -100,7 +100,6 @@ var operatorEnv = map[string]string{
 	"prometheus_sha256":   strings.Repeat("ef", 32),
 	"alertmanager_url":    "https://releases.example/alertmanager.tar.gz",
 	"alertmanager_sha256": strings.Repeat("01", 32),
-	"redis_node":          "client-1",
 }
 
 // A cluster deploy without the operator's values is refused with every
@@ -137,7 +136,7 @@ func TestRunRefusesAClusterDeployWithoutTheOperatorsValues(t *testing.T) {
 	}
 	_, err = run(nil)
 	if err == nil {
-		t.Fatal("Run deployed to a cluster with no release, NSQ, monitoring or Redis node given")
+		t.Fatal("Run deployed to a cluster with no release, NSQ or monitoring given")
 	}
 	for k := range operatorEnv {
 		if !strings.Contains(err.Error(), "NOMAD_VAR_"+k) {
@@ -161,7 +160,6 @@ func TestRunRefusesAClusterDeployWithoutTheOperatorsValues(t *testing.T) {
 		{"nsq_sha256", strings.Repeat("0", 64)},
 		{"alertmanager_sha256", "sha256:" + strings.Repeat("ab", 32)},
 		{"prometheus_sha256", strings.Repeat("ab", 31)},
-		{"redis_node", ""},
 	} {
 		vars := map[string]string{}
 		for k, v := range operatorEnv {
