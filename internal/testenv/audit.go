@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -135,4 +136,15 @@ func (a *Audit) Records() []Record {
 		out = append(out, r)
 	}
 	return out
+}
+
+// AddLookupds adds nsqlookupd HTTP addresses to poll (those it has are
+// kept): on a cluster whose nsqlookupd move, the audit follows them.
+func (a *Audit) AddLookupds(lookupdHTTP []string) error {
+	for _, addr := range lookupdHTTP {
+		if err := a.consumer.ConnectToNSQLookupd(addr); err != nil && !errors.Is(err, nsq.ErrAlreadyConnected) {
+			return err
+		}
+	}
+	return nil
 }

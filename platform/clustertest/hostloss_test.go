@@ -249,6 +249,22 @@ func (c *cl) hostLosses() ([]hostLoss, error) {
 	c.waitFor("the store in sync", 2*time.Minute, c.storeInSync)
 	reader := c.startGapReader()
 	defer reader.close()
+	// nsqlookupd moves when its client is lost: the audit follows it
+	// through Consul, as the averager does, and so finds every nsqd again.
+	followed := make(chan struct{})
+	defer close(followed)
+	go func() {
+		for {
+			select {
+			case <-followed:
+				return
+			case <-time.After(2 * time.Second):
+			}
+			if addrs, err := c.passing("nsqlookupd"); err == nil {
+				audit.AddLookupds(addrs)
+			}
+		}
+	}()
 
 	var out []hostLoss
 	for _, role := range []string{"leader server", "Redis primary's client", "active averager's client", "replaced client"} {
