@@ -5,6 +5,7 @@ go 1.26.7
 require (
 	github.com/coreos/butane v0.23.0
 	github.com/coreos/ignition/v2 v2.24.0
+	github.com/go-redis/redis/v8 v8.11.5
 	github.com/hashicorp/consul/api v1.34.5
 	github.com/hashicorp/go-version v1.9.0
 	github.com/hashicorp/hcl/v2 v2.25.0
@@ -34,7 +35,6 @@ require (
 	github.com/dennwc/varint v1.0.0 // indirect
 	github.com/dgryski/go-rendezvous v0.0.0-20200823014737-9f7001d12a5f // indirect
 	github.com/fatih/color v1.19.0 // indirect
-	github.com/go-redis/redis/v8 v8.11.5 // indirect
 	github.com/go-viper/mapstructure/v2 v2.5.0 // indirect
 	github.com/golang/snappy v1.0.0 // indirect
 	github.com/google/go-cmp v0.7.0 // indirect
