@@ -53,22 +53,10 @@ func NewHost(dir, base, name, role string, index int, ip string, prefix int) (*H
 // images to loop devices, and a container sees only the nodes it is given.
 const loopDevices = 32
 
-// loopNodes is where EnsureLoopDevices made the loop device nodes the
-// hosts get as their /dev/loopN.
-var loopNodes = "/dev"
-
-// EnsureLoopDevices creates the loop device nodes the hosts share, in dir
-// (on a disk, not devtmpfs): a host's systemd, shutting down for a reboot,
-// removes the loop devices it used (loop-control), and the kernel then
-// deletes their nodes from the machine's /dev, which nspawn's own restart
-// of the container binds again ("Failed to stat /dev/loop0"). A node made
-// in dir stays, and works again once a loop device of its number exists.
-func EnsureLoopDevices(dir string) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
+// EnsureLoopDevices creates the loop device nodes the hosts share.
+func EnsureLoopDevices() error {
 	for i := 0; i < loopDevices; i++ {
-		p := filepath.Join(dir, fmt.Sprintf("loop%d", i))
+		p := fmt.Sprintf("/dev/loop%d", i)
 		if _, err := os.Stat(p); err == nil {
 			continue
 		}
@@ -76,7 +64,6 @@ func EnsureLoopDevices(dir string) error {
 			return fmt.Errorf("mknod %s: %w", p, err)
 		}
 	}
-	loopNodes = dir
 	return nil
 }
 
@@ -90,7 +77,7 @@ func (h *Host) Boot(bridge string) error {
 		// Nomad's exec driver (libcontainer) makes a session keyring.
 		"--system-call-filter=@keyring"}
 	for i := 0; i < loopDevices; i++ {
-		args = append(args, fmt.Sprintf("--bind=%s/loop%d:/dev/loop%d", loopNodes, i, i))
+		args = append(args, fmt.Sprintf("--bind=/dev/loop%d", i))
 	}
 	log, err := os.OpenFile(filepath.Join(h.dir, "console.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {

@@ -119,7 +119,7 @@ func TestCluster(t *testing.T) {
 	if err := cluster.Bridge(bridge, testAddr+"/24"); err != nil {
 		t.Fatal(err)
 	}
-	if err := cluster.EnsureLoopDevices(filepath.Join(cache, "dev")); err != nil {
+	if err := cluster.EnsureLoopDevices(); err != nil {
 		t.Fatal(err)
 	}
 
