@@ -72,6 +72,11 @@ func EnsureLoopDevices() error {
 func (h *Host) Boot(bridge string) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	// A node of the machine's /dev can be gone since the last boot (the
+	// kernel removes it with its loop device).
+	if err := EnsureLoopDevices(); err != nil {
+		return err
+	}
 	args := []string{"-D", h.Root, "--machine=" + h.Name, "--register=no", "--keep-unit", "--boot",
 		"--network-bridge=" + bridge, "--capability=all", "--console=read-only", "--bind=/dev/loop-control",
 		// Nomad's exec driver (libcontainer) makes a session keyring.
