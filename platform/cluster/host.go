@@ -53,9 +53,21 @@ func NewHost(dir, base, name, role string, index int, ip string, prefix int) (*H
 // images to loop devices, and a container sees only the nodes it is given.
 const loopDevices = 32
 
-// EnsureLoopDevices creates the loop device nodes the hosts share.
+// EnsureLoopDevices makes the loop devices the hosts share exist: each in
+// the kernel (loop-control's LOOP_CTL_ADD: a device removed since, by a
+// host that shut down, is added again, or systemd-sysext in a host would
+// be handed a free device beyond those it can see) and its /dev node.
 func EnsureLoopDevices() error {
+	ctl, err := os.OpenFile("/dev/loop-control", os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer ctl.Close()
+	const loopCtlAdd = 0x4C80
 	for i := 0; i < loopDevices; i++ {
+		if _, _, errno := syscall.Syscall(syscall.SYS_IOCTL, ctl.Fd(), loopCtlAdd, uintptr(i)); errno != 0 && errno != syscall.EEXIST {
+			return fmt.Errorf("adding loop device %d: %w", i, errno)
+		}
 		p := fmt.Sprintf("/dev/loop%d", i)
 		if _, err := os.Stat(p); err == nil {
 			continue
