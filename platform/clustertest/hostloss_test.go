@@ -378,7 +378,7 @@ func (c *cl) loseHost(role string, victim *cluster.Host, reader *gapReader, audi
 }
 
 // servicesWithout: every service instance the remaining hosts can carry
-// passes again (a lost client's share moved to the other; its own Redis
+// passes again on them (a lost client's share moved to the other; its own Redis
 // and nsqd stay down with it).
 func (c *cl) servicesWithout(victim *cluster.Host) error {
 	want := map[string]int{"integer-gen": 2, "integeraverage-cal": 2, "integer-api": 2, "nsqadmin": 1, "redis": 2, "redis-sentinel": 3, "nsqlookupd": 2, "nsqd": 2}
@@ -389,12 +389,20 @@ func (c *cl) servicesWithout(victim *cluster.Host) error {
 	}
 	var missing []string
 	for _, name := range slices.Sorted(maps.Keys(want)) {
-		addrs, err := c.passing(name)
+		on, err := c.passingOn(name)
 		if err != nil {
 			return err
 		}
-		if len(addrs) < want[name] {
-			missing = append(missing, fmt.Sprintf("%s %d/%d", name, len(addrs), want[name]))
+		// Only the others count: Consul lists the dead host's instances as
+		// passing until its checks time out.
+		n := 0
+		for node, k := range on {
+			if node != victim.Name {
+				n += k
+			}
+		}
+		if n < want[name] {
+			missing = append(missing, fmt.Sprintf("%s %d/%d", name, n, want[name]))
 		}
 	}
 	if _, err := c.readAny(); err != nil {
