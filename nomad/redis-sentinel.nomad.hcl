@@ -164,9 +164,8 @@ locals {
         echo "sentinel monitor $MASTER $primary 2"
         echo "sentinel down-after-milliseconds $MASTER $DOWN_AFTER_MS"
         # A Sentinel starts no new failover of the same primary within
-        # twice this after the last one: at 60 s, a second host lost two
-        # minutes after a failover left reads down for 45 s in the
-        # cluster test.
+        # twice this after the last one: 10 s lets a second host loss soon
+        # after a failover be failed over too.
         echo "sentinel failover-timeout $MASTER 10000"
         echo "sentinel parallel-syncs $MASTER 1"
       } > "$conf.new" && mv "$conf.new" "$conf" || exit 1
