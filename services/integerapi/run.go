@@ -37,11 +37,11 @@ func Run(ctx context.Context, o Options, log *logrus.Entry) error {
 			Health: func() (bool, map[string]any) {
 				pctx, cancel := context.WithTimeout(context.Background(), time.Second)
 				defer cancel()
-				out := map[string]any{"redis": "ok"}
+				out := map[string]any{}
 				if sentinels != nil {
 					out = sentinels.health()
-					out["redis"] = "ok"
 				}
+				out["redis"] = "ok"
 				if err := store.Ping(pctx); err != nil {
 					out["redis"] = err.Error()
 					return false, out

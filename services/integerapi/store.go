@@ -171,6 +171,19 @@ func toWindow(start, end, count, sum, amendments int64) windowapi.Window {
 	}
 }
 
+// mergeAndWait sends the merge script and, with MinReplicas, the WAIT
+// after it, in one pipeline: one connection for both. wait is nil
+// without MinReplicas.
+func (s *RedisStore) mergeAndWait(ctx context.Context, keys []string, args []any) (merge *redis.Cmd, wait *redis.Cmd, err error) {
+	pipe := s.rdb.Pipeline()
+	merge = pipe.EvalSha(ctx, putScript.Hash(), keys, args...)
+	if s.o.MinReplicas > 0 {
+		wait = pipe.Do(ctx, "wait", s.o.MinReplicas, s.o.WaitTimeout.Milliseconds())
+	}
+	_, err = pipe.Exec(ctx)
+	return merge, wait, err
+}
+
 // Put runs the merge script: one atomic step in Redis, in the
 // append-only file (appendfsync always) before Redis answers. With
 // MinReplicas, a WAIT follows it on the same connection (a pipeline: WAIT
@@ -186,25 +199,14 @@ func (s *RedisStore) Put(ctx context.Context, start time.Time, w windowapi.Write
 	}
 	key := s.windowKey(startMs)
 	keys := []string{s.windowsKey(), key, key + ":seqs", s.o.Prefix + ":fence"}
-	pipe := s.rdb.Pipeline()
-	merge := pipe.EvalSha(ctx, putScript.Hash(), keys, args...)
-	var wait *redis.Cmd
-	if s.o.MinReplicas > 0 {
-		wait = pipe.Do(ctx, "wait", s.o.MinReplicas, s.o.WaitTimeout.Milliseconds())
-	}
-	_, err := pipe.Exec(ctx)
+	merge, wait, err := s.mergeAndWait(ctx, keys, args)
 	if merr := merge.Err(); merr != nil && strings.HasPrefix(merr.Error(), "NOSCRIPT") {
 		// This Redis has not seen the script (restarted, or a new
 		// primary): load it and run the pipeline again.
 		if lerr := putScript.Load(ctx, s.rdb).Err(); lerr != nil {
 			return windowapi.WriteResult{}, unavailable(lerr)
 		}
-		pipe = s.rdb.Pipeline()
-		merge = pipe.EvalSha(ctx, putScript.Hash(), keys, args...)
-		if s.o.MinReplicas > 0 {
-			wait = pipe.Do(ctx, "wait", s.o.MinReplicas, s.o.WaitTimeout.Milliseconds())
-		}
-		_, err = pipe.Exec(ctx)
+		merge, wait, err = s.mergeAndWait(ctx, keys, args)
 	}
 	res, merr := merge.Slice()
 	if merr != nil {
