@@ -31,6 +31,17 @@ job "integer-api" {
       attribute = "${node.unique.id}"
     }
 
+    # On the cluster at most one instance per client: losing a client then
+    # leaves every service running, and the client gets its instance back on
+    # return (Nomad never moves a running allocation to rebalance).
+    dynamic "constraint" {
+      for_each = var.distinct_clients ? [1] : []
+      content {
+        operator = "distinct_hosts"
+        value    = "true"
+      }
+    }
+
     network {
       port "http" {}
     }
@@ -183,6 +194,12 @@ variable "consul_tls" {
 
 variable "redis_replicated" {
   description = "Redis is a primary and a replica with Sentinels (the cluster): integer-api finds the primary through the Sentinels and waits for the replica on every write. false: the one Redis of a dev agent."
+  type        = bool
+  default     = true
+}
+
+variable "distinct_clients" {
+  description = "At most one instance of each group per client (the cluster), so no client's loss takes every instance; counts must then not exceed the clients. false: a dev agent, one host running them all."
   type        = bool
   default     = true
 }

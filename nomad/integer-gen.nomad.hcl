@@ -31,6 +31,17 @@ job "integer-gen" {
       attribute = "${node.unique.id}"
     }
 
+    # On the cluster at most one instance per client: losing a client then
+    # leaves every service running, and the client gets its instance back on
+    # return (Nomad never moves a running allocation to rebalance).
+    dynamic "constraint" {
+      for_each = var.distinct_clients ? [1] : []
+      content {
+        operator = "distinct_hosts"
+        value    = "true"
+      }
+    }
+
     network {
       port "http" {}
     }
@@ -178,6 +189,12 @@ variable "nsqd_copies" {
   description = "integer-gen publishes each message to this many nsqd (its client's first): 2 keeps every integer through the loss of a client with the active averager."
   type        = number
   default     = 2
+}
+
+variable "distinct_clients" {
+  description = "At most one instance of each group per client (the cluster), so no client's loss takes every instance; counts must then not exceed the clients. false: a dev agent, one host running them all."
+  type        = bool
+  default     = true
 }
 
 variable "counts" {

@@ -31,6 +31,17 @@ job "integeraverage-cal" {
       attribute = "${node.unique.id}"
     }
 
+    # On the cluster at most one instance per client: losing a client then
+    # leaves every service running, and the client gets its instance back on
+    # return (Nomad never moves a running allocation to rebalance).
+    dynamic "constraint" {
+      for_each = var.distinct_clients ? [1] : []
+      content {
+        operator = "distinct_hosts"
+        value    = "true"
+      }
+    }
+
     network {
       port "http" {}
     }
@@ -171,6 +182,12 @@ variable "consul_http_addr" {
 
 variable "consul_tls" {
   description = "The local Consul agent speaks HTTPS with ACLs (the cluster): the tasks get its CA and their ACL token from the job's Nomad variable (consul_ca, consul_token). false on a dev agent: no Nomad variable for Consul."
+  type        = bool
+  default     = true
+}
+
+variable "distinct_clients" {
+  description = "At most one instance of each group per client (the cluster), so no client's loss takes every instance; counts must then not exceed the clients. false: a dev agent, one host running them all."
   type        = bool
   default     = true
 }

@@ -7,6 +7,7 @@
 datacenters      = ["dc1"]
 driver           = "raw_exec"
 redis_replicated = false
+distinct_clients = false
 redis_driver     = "exec"
 consul_http_addr = "127.0.0.1:8500"
 consul_tls       = false

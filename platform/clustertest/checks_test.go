@@ -101,6 +101,7 @@ func (c *cl) explainFailure() {
 		cancel()
 		c.t.Logf("==== %s: units\n%s\n==== %s: journal\n%s\n==== %s: console\n%s", h.Name, failed, h.Name, journal, h.Name, h.Console(15))
 	}
+	c.t.Logf("==== the store as each Redis and Sentinel sees it\n%s", c.storeState())
 	if c.nomadClient != nil {
 		// What make nomad-run prints of a failed deploy: each allocation's
 		// checks, last events and output.

@@ -189,6 +189,32 @@ func (c *cl) storeInSync() error {
 	return nil
 }
 
+// storeState is what each client's Redis says of its replication and what
+// each server's Sentinel says of the primary and its replicas: the first
+// thing to read when the store does not come back in sync.
+func (c *cl) storeState() string {
+	var b strings.Builder
+	ask := func(addr string, args ...any) string {
+		rc := redis.NewClient(&redis.Options{Addr: addr, Password: redisPassword(), DialTimeout: time.Second, ReadTimeout: 2 * time.Second, MaxRetries: -1})
+		defer rc.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		v, err := rc.Do(ctx, args...).Result()
+		if err != nil {
+			return "error: " + err.Error()
+		}
+		return strings.Join(strings.Fields(fmt.Sprint(v)), " ")
+	}
+	for _, h := range c.clients {
+		fmt.Fprintf(&b, "redis %s (%s): %s\n", h.Name, h.IP, ask(h.IP+":6379", "info", "replication"))
+	}
+	for _, h := range c.servers {
+		fmt.Fprintf(&b, "sentinel %s: master %s; replicas %s\n", h.Name,
+			ask(h.IP+":26379", "sentinel", "master", "loopstock"), ask(h.IP+":26379", "sentinel", "replicas", "loopstock"))
+	}
+	return b.String()
+}
+
 // hostWith is the client whose cluster address is addr's host.
 func (c *cl) hostWith(addr string) *cluster.Host {
 	ip, _, _ := strings.Cut(addr, ":")
@@ -351,6 +377,7 @@ func (c *cl) loseHost(role string, victim *cluster.Host, reader *gapReader, audi
 	}
 	c.waitFor("the store in sync again, every Sentinel back", 4*time.Minute, c.storeInSync)
 	loss.back = time.Since(killed)
+	c.waitFor("every instance back, "+victim.Name+"'s too", 3*time.Minute, func() error { return c.servicesWithout(nil) })
 	c.waitFor("a window stored after the loss", 2*time.Minute, func() error {
 		at, ok := reader.newerThan(newest)
 		if !ok || at.Before(killed) {
@@ -378,13 +405,19 @@ func (c *cl) loseHost(role string, victim *cluster.Host, reader *gapReader, audi
 }
 
 // servicesWithout: every service instance the remaining hosts can carry
-// passes again on them (a lost client's share moved to the other; its own Redis
-// and nsqd stay down with it).
+// passes again on them (nsqadmin moved to the other client; the lost
+// client's own instances stay down with it). victim nil: every instance.
 func (c *cl) servicesWithout(victim *cluster.Host) error {
 	want := map[string]int{"integer-gen": 2, "integeraverage-cal": 2, "integer-api": 2, "nsqadmin": 1, "redis": 2, "redis-sentinel": 3, "nsqlookupd": 2, "nsqd": 2}
-	if victim.Role == "client" {
-		want["redis"], want["nsqd"], want["nsqlookupd"] = 1, 1, 1
-	} else {
+	switch {
+	case victim == nil: // every host up: every instance back
+	case victim.Role == "client":
+		// One instance of each per client (distinct_clients): the lost
+		// client's wait for it to return.
+		for _, name := range []string{"redis", "nsqd", "nsqlookupd", "integer-gen", "integeraverage-cal", "integer-api"} {
+			want[name] = 1
+		}
+	default:
 		want["redis-sentinel"] = 2
 	}
 	var missing []string
@@ -397,7 +430,7 @@ func (c *cl) servicesWithout(victim *cluster.Host) error {
 		// passing until its checks time out.
 		n := 0
 		for node, k := range on {
-			if node != victim.Name {
+			if victim == nil || node != victim.Name {
 				n += k
 			}
 		}

@@ -170,6 +170,32 @@ func TestTheDefaultCountsPlaceOnTheDefaultCluster(t *testing.T) {
 	}
 }
 
+// Defect: Nomad spread both instances of a service onto one client when
+// the other was down and never moved one back, so losing that client next
+// stopped the service (reads 38 s gone in the cluster test's host loss).
+// On the cluster each service's instances are on distinct clients; a dev
+// agent, one host, runs them all.
+func TestNoClientHoldsEveryInstanceOfAService(t *testing.T) {
+	for name, tg := range targets(t) {
+		want := name == "cluster"
+		for _, f := range []string{"integer-gen.nomad.hcl", "integeraverage-cal.nomad.hcl", "integer-api.nomad.hcl"} {
+			job, err := parseJob(t, f, jobVars(t, f, tg))
+			if err != nil {
+				t.Fatalf("%s on %s: %v", f, name, err)
+			}
+			for _, g := range job.TaskGroups {
+				distinct := false
+				for _, c := range append(append([]*api.Constraint{}, job.Constraints...), g.Constraints...) {
+					distinct = distinct || (c.Operand == "distinct_hosts" && c.RTarget != "false")
+				}
+				if distinct != want {
+					t.Errorf("%s group %s on %s: distinct_hosts %v, want %v", f, *g.Name, name, distinct, want)
+				}
+			}
+		}
+	}
+}
+
 // Defect: Redis's data is in one client's host volume, and every client
 // has a volume of that name: rescheduled elsewhere, a single Redis started
 // empty. The replicated store (the cluster's) keeps one copy per client:
