@@ -45,10 +45,11 @@ job "redis" {
       distinct_hosts = true
     }
 
-    # A client unreachable: keep its allocation unknown, not lost, and
-    # start no other in its place (there is no third client to hold a
-    # copy); when the client returns, its Redis goes on as a replica.
-    max_client_disconnect = "24h"
+    # No max_client_disconnect, unlike the single Redis: the Sentinels, not
+    # Nomad, decide which copy serves. A lost client's allocation becomes
+    # lost and its replacement waits for a client without a copy: the same
+    # host back with its volume, or a replaced host (a new node of the same
+    # name), which an allocation held unknown for the old node kept empty.
 
     volume "data" {
       type   = "host"
