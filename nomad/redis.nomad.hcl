@@ -46,10 +46,10 @@ job "redis" {
     }
 
     # No max_client_disconnect, unlike the single Redis: the Sentinels, not
-    # Nomad, decide which copy serves. A lost client's allocation becomes
-    # lost and its replacement waits for a client without a copy: the same
-    # host back with its volume, or a replaced host (a new node of the same
-    # name), which an allocation held unknown for the old node kept empty.
+    # Nomad, decide which copy serves. A lost client's allocation is lost,
+    # and its replacement waits for a client without a copy: the same host
+    # back, or a replaced host (a new node). Held unknown, the old node's
+    # allocation would keep a replaced host from ever getting one.
 
     volume "data" {
       type   = "host"

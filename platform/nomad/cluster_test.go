@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/nomad/api"
 
@@ -194,6 +195,32 @@ func TestNoClientHoldsEveryInstanceOfAService(t *testing.T) {
 			}
 		}
 	}
+}
+
+// Defect: with max_client_disconnect the lost node's Redis allocation
+// stayed unknown, so a replaced client (a new node of the same name) never
+// got one and the store stayed without its second copy (the cluster test's
+// replaced client). The Sentinels decide which copy serves; Nomad must
+// replace a lost allocation.
+func TestAReplacedClientGetsItsRedis(t *testing.T) {
+	job := clusterJob(t, "redis.nomad.hcl", operatorEnv)
+	for _, g := range job.TaskGroups {
+		if *g.Name != "replicas" {
+			continue
+		}
+		if g.MaxClientDisconnect != nil || (g.Disconnect != nil && g.Disconnect.LostAfter != nil) {
+			t.Errorf("redis group replicas holds a lost node's allocation (max_client_disconnect %v): a replaced client would get no Redis", derefDuration(g.MaxClientDisconnect))
+		}
+		return
+	}
+	t.Fatal("redis.nomad.hcl on the cluster has no group replicas")
+}
+
+func derefDuration(p *time.Duration) time.Duration {
+	if p == nil {
+		return 0
+	}
+	return *p
 }
 
 // Defect: Redis's data is in one client's host volume, and every client
