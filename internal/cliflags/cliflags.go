@@ -16,6 +16,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/loopstock/loopstock/internal/logging"
+	"github.com/loopstock/loopstock/internal/tlsid"
 	"github.com/loopstock/loopstock/internal/version"
 )
 
@@ -181,4 +182,40 @@ func ReadRange(c *cli.Context, binary string) (uint32, uint32, error) {
 		return 0, 0, Invalid(binary, "max", "%d: want --min (%d) .. %d", mx, mn, int64(1)<<31)
 	}
 	return uint32(mn), uint32(mx), nil
+}
+
+// TLSFlags are the flags of a service's certificate files (rendered by
+// Nomad from Consul's Connect CA). Both unset: plaintext, as on a laptop.
+func TLSFlags(binary string) []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "tls-cert-file", EnvVars: Env(binary, "tls-cert-file"),
+			Usage: "PEM file with this service's certificate and its private key, mode 0600 (Consul's caLeaf); set with --tls-roots-file to require mutual TLS"},
+		&cli.StringFlag{Name: "tls-roots-file", EnvVars: Env(binary, "tls-roots-file"),
+			Usage: "PEM file with the CA's root certificates (Consul's caRoots)"},
+	}
+}
+
+// ReadTLS reads the TLS flags: ok is false when both are unset. The files
+// are read when the service starts (a job check has no files).
+func ReadTLS(c *cli.Context, binary string) (files tlsid.Files, ok bool, err error) {
+	files = tlsid.Files{Cert: c.String("tls-cert-file"), Roots: c.String("tls-roots-file")}
+	switch {
+	case files.Cert == "" && files.Roots == "":
+		return files, false, nil
+	case files.Cert == "":
+		return files, false, Invalid(binary, "tls-cert-file", "empty while --tls-roots-file is set: set both or neither")
+	case files.Roots == "":
+		return files, false, Invalid(binary, "tls-roots-file", "empty while --tls-cert-file is set: set both or neither")
+	}
+	return files, true, nil
+}
+
+// LoadTLS reads the certificate files ReadTLS named; its error names the
+// flags.
+func LoadTLS(binary string, files tlsid.Files) (*tlsid.Source, error) {
+	s, err := tlsid.Load(files)
+	if err != nil {
+		return nil, Invalid(binary, "tls-cert-file", "%v (with --tls-roots-file %s)", err, files.Roots)
+	}
+	return s, nil
 }

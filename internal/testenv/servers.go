@@ -106,16 +106,36 @@ type NSQ struct {
 }
 
 // StartNSQ starts nsqlookupd and an nsqd (messages on disk) that reports to it.
-func StartNSQ(t testing.TB) *NSQ {
+func StartNSQ(t testing.TB) *NSQ { return startNSQ(t, nil) }
+
+// NSQDTLS is how the cluster runs nsqd: TLS required on TCP with a client
+// certificate from the CA, AUTH checked by nsqd-gate's auth server, and
+// the HTTP API on loopback only (its own HTTPS listener too: nsqd reads an
+// empty --https-address as its default, every interface).
+type NSQDTLS struct {
+	Cert, Roots string // nsqd's certificate and key (one file), and the CA's roots
+	AuthAddr    string // nsqd-gate's --auth-addr
+}
+
+// StartNSQTLS is StartNSQ with nsqd as the cluster runs it.
+func StartNSQTLS(t testing.TB, o NSQDTLS) *NSQ {
+	// -tls-required takes its value after "=" only: a separate "tcp-https"
+	// would be an argument and the flag true (TLS on loopback HTTP too).
+	return startNSQ(t, []string{"-tls-cert", o.Cert, "-tls-key", o.Cert, "-tls-root-ca-file", o.Roots,
+		"-tls-required=tcp-https", "-tls-client-auth-policy", "require-verify", "-tls-min-version", "tls1.2",
+		"-https-address", Addr(FreePort(t)), "-auth-http-address", o.AuthAddr})
+}
+
+func startNSQ(t testing.TB, nsqdArgs []string) *NSQ {
 	t.Helper()
 	n := &NSQ{}
 	lt, lh, dt, dh := FreePort(t), FreePort(t), FreePort(t), FreePort(t)
 	n.LookupdTCP, n.LookupdHTTP, n.NSQDTCP, n.NSQDHTTP = Addr(lt), Addr(lh), Addr(dt), Addr(dh)
 	n.Lookupd = NewProc(t, "nsqlookupd", Tool(t, "nsqlookupd"), "-tcp-address", n.LookupdTCP, "-http-address", n.LookupdHTTP,
 		"-broadcast-address", "127.0.0.1", "-log-level", "warn")
-	n.NSQD = NewProc(t, "nsqd", Tool(t, "nsqd"), "-tcp-address", n.NSQDTCP, "-http-address", n.NSQDHTTP,
+	n.NSQD = NewProc(t, "nsqd", Tool(t, "nsqd"), append([]string{"-tcp-address", n.NSQDTCP, "-http-address", n.NSQDHTTP,
 		"-lookupd-tcp-address", n.LookupdTCP, "-broadcast-address", "127.0.0.1", "-data-path", t.TempDir(),
-		"-mem-queue-size", "0", "-log-level", "warn")
+		"-mem-queue-size", "0", "-log-level", "warn"}, nsqdArgs...)...)
 	n.Lookupd.Start()
 	n.NSQD.Start()
 	WaitHTTP(t, "http://"+n.LookupdHTTP+"/ping")

@@ -273,6 +273,32 @@ func (s *Source) ServerConfig(accept ...string) *tls.Config {
 	}
 }
 
+// ServerConfigOptional is ServerConfig for a listener that also answers
+// clients without a certificate (a health check): a certificate given is
+// verified all the same, and the handler decides with PeerIdentity.
+func (s *Source) ServerConfigOptional(accept ...string) *tls.Config {
+	cfg := s.ServerConfig(accept...)
+	cfg.ClientAuth = tls.RequestClientCert
+	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+		if len(cs.PeerCertificates) == 0 {
+			return nil
+		}
+		_, err := s.verify(cs.PeerCertificates, x509.ExtKeyUsageClientAuth, accept)
+		return err
+	}
+	return cfg
+}
+
+// PeerIdentity is the identity of a connection's verified peer; ok is
+// false without a certificate.
+func PeerIdentity(cs *tls.ConnectionState) (id Identity, ok bool) {
+	if cs == nil || len(cs.PeerCertificates) == 0 {
+		return Identity{}, false
+	}
+	id, err := Of(cs.PeerCertificates[0])
+	return id, err == nil
+}
+
 // ClientConfig is a client's configuration: it presents this service's
 // certificate and accepts a server only when it is one of the services in
 // accept.
