@@ -18,6 +18,7 @@ import (
 
 	"github.com/loopstock/loopstock/internal/discovery"
 	"github.com/loopstock/loopstock/internal/nsqlog"
+	"github.com/loopstock/loopstock/internal/nsqtls"
 )
 
 // Publisher publishes to one topic. It is not safe for concurrent use.
@@ -35,6 +36,10 @@ type Publisher struct {
 	pickedNode string
 	targets    []discovery.Instance // nil: pick again
 	addrs      []string             // the targets' TCP addresses
+
+	// Auth is how the publisher proves itself to nsqd (TLS and AUTH);
+	// set it before the first Publish. The zero value is plaintext.
+	Auth nsqtls.Client
 
 	producers map[string]*nsq.Producer // by nsqd TCP address
 	current   atomic.Value             // string: the nsqd in use, for health reports
@@ -150,6 +155,7 @@ func (p *Publisher) producer(addr string) (*nsq.Producer, error) {
 	cfg := nsq.NewConfig()
 	cfg.DialTimeout = time.Second
 	cfg.WriteTimeout = p.timeout
+	p.Auth.Apply(cfg)
 	prod, err := nsq.NewProducer(addr, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("nsq producer for %s: %w", addr, err)

@@ -10,7 +10,9 @@ import (
 	"time"
 
 	"github.com/nsqio/go-nsq"
+	"github.com/urfave/cli/v2"
 
+	"github.com/loopstock/loopstock/internal/cliflags"
 	"github.com/loopstock/loopstock/internal/tlsid"
 )
 
@@ -64,4 +66,46 @@ func (c Client) HTTPClient(timeout time.Duration) *http.Client {
 	}
 	return &http.Client{Timeout: timeout, Transport: &http.Transport{TLSClientConfig: c.TLS.ClientConfig(Service),
 		TLSHandshakeTimeout: timeout, MaxIdleConnsPerHost: 2}}
+}
+
+// Settings are a service's nsqd credentials as its flags name them.
+type Settings struct {
+	TLS    tlsid.Files
+	On     bool // TLS files given
+	Secret string
+}
+
+// Flags are the TLS flags and --nsq-auth-secret.
+func Flags(binary string) []cli.Flag {
+	return append(cliflags.TLSFlags(binary), &cli.StringFlag{Name: "nsq-auth-secret", EnvVars: cliflags.Env(binary, "nsq-auth-secret"),
+		Usage: "this service's secret for nsqd's AUTH (nsqd-gate's grants file holds the same); required with --tls-cert-file"})
+}
+
+// ReadFlags reads and checks Flags.
+func ReadFlags(c *cli.Context, binary string) (Settings, error) {
+	var s Settings
+	var err error
+	if s.TLS, s.On, err = cliflags.ReadTLS(c, binary); err != nil {
+		return s, err
+	}
+	s.Secret = c.String("nsq-auth-secret")
+	switch {
+	case s.On && len(s.Secret) < 16:
+		return s, cliflags.Invalid(binary, "nsq-auth-secret", "missing or shorter than 16 characters: with TLS, nsqd asks every client for its service's secret")
+	case !s.On && s.Secret != "":
+		return s, cliflags.Invalid(binary, "nsq-auth-secret", "set without --tls-cert-file: the secret would cross the network in plaintext")
+	}
+	return s, nil
+}
+
+// Load reads the certificate files: the zero Client without TLS.
+func (s Settings) Load(binary string) (Client, error) {
+	if !s.On {
+		return Client{}, nil
+	}
+	src, err := cliflags.LoadTLS(binary, s.TLS)
+	if err != nil {
+		return Client{}, err
+	}
+	return Client{TLS: src, Secret: s.Secret}, nil
 }

@@ -4,6 +4,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
+	"github.com/loopstock/loopstock/internal/nsqtls"
 	"github.com/loopstock/loopstock/internal/wire"
 )
 
@@ -68,5 +69,5 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 // list the dashboard's queries are checked against.
 func DescribeMetrics(reg prometheus.Registerer) {
 	newMetrics(reg)
-	reg.MustRegister(newNSQDCollector(nil, NewOptions(), nil)) // Describe needs neither watch nor log
+	reg.MustRegister(newNSQDCollector(nil, NewOptions(), nsqtls.Client{}, nil)) // Describe needs neither watch nor log
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/loopstock/loopstock/internal/discovery"
+	"github.com/loopstock/loopstock/internal/nsqtls"
 )
 
 // nsqdCollector exports what every nsqd registered in Consul says of the
@@ -29,6 +30,7 @@ type nsqdCollector struct {
 	depthOf []string
 	timeout time.Duration // per nsqd, for all its requests
 	client  *http.Client
+	auth    nsqtls.Client // with TLS: nsqd's HTTP API through nsqd-gate
 	log     *logrus.Entry
 
 	topicDepth, channelDepth, inFlight, requeued, timedOut, up *prometheus.Desc
@@ -41,12 +43,12 @@ type nsqdCollector struct {
 // Prometheus's scrape timeout.
 const nsqdStatsTimeout = 2 * time.Second
 
-func newNSQDCollector(nsqds *discovery.Watch, o Options, log *logrus.Entry) *nsqdCollector {
+func newNSQDCollector(nsqds *discovery.Watch, o Options, auth nsqtls.Client, log *logrus.Entry) *nsqdCollector {
 	ns := "integeraverage_cal_nsqd_"
 	ch := []string{"nsqd", "topic", "channel"}
 	return &nsqdCollector{
 		nsqds: nsqds, topic: o.Topic, channel: o.Channel, depthOf: []string{o.Topic, o.DeadLetterTopic},
-		timeout: nsqdStatsTimeout, client: &http.Client{}, log: log, failing: map[string]bool{},
+		timeout: nsqdStatsTimeout, client: auth.HTTPClient(0), auth: auth, log: log, failing: map[string]bool{},
 		topicDepth: prometheus.NewDesc(ns+"topic_depth",
 			"Messages an nsqd holds in the topic (memory and disk) not yet copied to its channels, read from its /stats at scrape time; 0 when it has no such topic.",
 			[]string{"nsqd", "topic"}, nil),
@@ -75,8 +77,8 @@ func (c *nsqdCollector) Collect(ch chan<- prometheus.Metric) {
 	seen := map[string]bool{}
 	var wg sync.WaitGroup
 	for _, inst := range list {
-		addr, ok := inst.MetaAddr("http_port")
-		// Without meta.http_port nothing can be asked (the nsqd watch of the
+		addr, ok := inst.MetaAddr(c.auth.PortMeta())
+		// Without the port's meta nothing can be asked (the nsqd watch of the
 		// dead-letter publisher logs the registration); the same address
 		// twice would make the registry refuse the whole scrape.
 		if !ok || seen[addr] {
@@ -178,7 +180,7 @@ type nsqdStats struct {
 // memory are left out: they are large or cost nsqd a stop-the-world.
 func (c *nsqdCollector) stats(ctx context.Context, addr, topic string) (nsqdStats, error) {
 	var st nsqdStats
-	u := "http://" + addr + "/stats?" + url.Values{"format": {"json"}, "topic": {topic},
+	u := c.auth.Scheme() + "://" + addr + "/stats?" + url.Values{"format": {"json"}, "topic": {topic},
 		"include_clients": {"false"}, "include_mem": {"false"}}.Encode()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {

@@ -21,6 +21,7 @@ import (
 	logtest "github.com/sirupsen/logrus/hooks/test"
 
 	"github.com/loopstock/loopstock/internal/discovery"
+	"github.com/loopstock/loopstock/internal/nsqtls"
 	"github.com/loopstock/loopstock/internal/testenv"
 )
 
@@ -50,7 +51,7 @@ func TestNSQDSeriesComeFromEachNSQDAtScrapeTime(t *testing.T) {
 	logger, hook := logtest.NewNullLogger()
 	log := logrus.NewEntry(logger)
 	w := discovery.FollowAll(ctx, c.Client, discovery.NSQD("nsqd"), log)
-	col := newNSQDCollector(w, o, log)
+	col := newNSQDCollector(w, o, nsqtls.Client{}, log)
 	col.timeout = 500 * time.Millisecond
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(col)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/loopstock/loopstock/internal/cliflags"
 	"github.com/loopstock/loopstock/internal/nsqpub"
+	"github.com/loopstock/loopstock/internal/nsqtls"
 )
 
 // Name is the binary's and the Consul service's name.
@@ -35,6 +36,8 @@ type Options struct {
 	LeaderKey           string
 	SessionTTL          time.Duration
 	CoordinationPrefix  string
+	NSQ                 nsqtls.Settings
+	APITLS              bool // writes go to integer-api's mutual-TLS listener (with NSQ's certificate)
 }
 
 // NewOptions returns the defaults.
@@ -52,7 +55,7 @@ func NewOptions() Options {
 func Flags() []cli.Flag {
 	d := NewOptions()
 	env := func(f string) []string { return cliflags.Env(Name, f) }
-	return append(cliflags.CommonFlags(Name, "127.0.0.1:8083"),
+	return append(append(cliflags.CommonFlags(Name, "127.0.0.1:8083"), nsqtls.Flags(Name)...),
 		&cli.DurationFlag{Name: "window", Value: d.Window, EnvVars: env("window"), Usage: "window length; windows are aligned to the Unix epoch"},
 		&cli.DurationFlag{Name: "grace", Value: d.Grace, EnvVars: env("grace"),
 			Usage: "longest wait after a window's end before writing it; a window is written sooner once every live generator has passed its end (integers later than that amend it)"},
@@ -141,6 +144,10 @@ func ReadOptions(c *cli.Context) (Options, error) {
 	if _, err := o.nsqConfig(); err != nil {
 		return o, err
 	}
+	if o.NSQ, err = nsqtls.ReadFlags(c, Name); err != nil {
+		return o, err
+	}
+	o.APITLS = o.NSQ.On
 	return o, nil
 }
 

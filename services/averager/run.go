@@ -19,6 +19,7 @@ import (
 	"github.com/loopstock/loopstock/internal/leader"
 	"github.com/loopstock/loopstock/internal/nsqlog"
 	"github.com/loopstock/loopstock/internal/nsqpub"
+	"github.com/loopstock/loopstock/internal/nsqtls"
 	"github.com/loopstock/loopstock/internal/svc"
 	"github.com/loopstock/loopstock/internal/windowapi"
 	"github.com/loopstock/loopstock/internal/wire"
@@ -41,15 +42,20 @@ func App() *cli.App {
 // released), then the dead-letter publisher, then HTTP and Consul.
 func Run(ctx context.Context, o Options, log *logrus.Entry) error {
 	return svc.Run(ctx, Name, o.Common, log, func(ctx context.Context, rt *svc.Runtime) (svc.Service, error) {
-		e := &elector{o: o, rt: rt, m: newMetrics(rt.Metrics), log: log,
+		auth, err := o.NSQ.Load(Name)
+		if err != nil {
+			return svc.Service{}, err
+		}
+		e := &elector{o: o, rt: rt, m: newMetrics(rt.Metrics), log: log, auth: auth,
 			lookupds: discovery.Follow(ctx, rt.Consul, discovery.NSQLookupd(o.LookupdService), log),
 			writer:   windowapi.NewClient(discovery.New(ctx, rt.Consul, o.APIService, log), o.WriteToken, 5*time.Second),
 			dead: &deadLetter{pub: nsqpub.New(discovery.NodeName(rt.Consul), discovery.Follow(ctx, rt.Consul, discovery.NSQD(o.NSQDService), log),
 				o.DeadLetterTopic, 5*time.Second, log)},
 		}
+		e.dead.pub.Auth = auth
 		// Every averager, standby or active, reports every nsqd: the backlog
 		// is watched even while no averager leads.
-		rt.Metrics.MustRegister(newNSQDCollector(discovery.FollowAll(ctx, rt.Consul, discovery.NSQD(o.NSQDService), log), o, log))
+		rt.Metrics.MustRegister(newNSQDCollector(discovery.FollowAll(ctx, rt.Consul, discovery.NSQD(o.NSQDService), log), o, auth, log))
 		log.WithFields(logrus.Fields{"window": o.Window, "topic": o.Topic, "channel": o.Channel}).Info("integeraverage-cal started; campaigning for the leader lock")
 		return svc.Service{
 			Health: e.health,
@@ -68,6 +74,7 @@ type elector struct {
 	lookupds *discovery.Watch
 	writer   Writer
 	dead     *deadLetter
+	auth     nsqtls.Client
 
 	state sync.Map // "leader": bool, "fence": uint64
 }
@@ -107,7 +114,7 @@ func (e *elector) run(ctx context.Context) error {
 		agg := newAggregator(cfg, term.Fence, e.writer, e.dead, e.m, tlog)
 		agg.collisions = collisions
 		began := time.Now()
-		err = lead(ctx, term, o, e.lookupds, agg, tlog)
+		err = lead(ctx, term, o, e.auth, e.lookupds, agg, tlog)
 		e.m.leader.Set(0)
 		e.state.Store("leader", false)
 		if rerr := term.Resign(); rerr != nil {
@@ -155,7 +162,7 @@ func (b *backoff) next() time.Duration {
 func (b *backoff) reset() { b.last = 0 }
 
 // lead consumes while term lasts.
-func lead(ctx context.Context, term *leader.Term, o Options, lookupds *discovery.Watch, agg *Aggregator, log *logrus.Entry) error {
+func lead(ctx context.Context, term *leader.Term, o Options, auth nsqtls.Client, lookupds *discovery.Watch, agg *Aggregator, log *logrus.Entry) error {
 	termCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {
@@ -171,6 +178,9 @@ func lead(ctx context.Context, term *leader.Term, o Options, lookupds *discovery
 	if err != nil {
 		return &fatalError{err}
 	}
+	// With TLS the consumer connects only to an nsqd whose certificate says
+	// nsqd: nsqlookupd's answers are not trusted.
+	auth.Apply(ncfg)
 	consumer, err := nsq.NewConsumer(o.Topic, o.Channel, ncfg)
 	if err != nil {
 		return &fatalError{fmt.Errorf("nsq consumer: %w", err)}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/loopstock/loopstock/internal/cliflags"
 	"github.com/loopstock/loopstock/internal/nsqpub"
+	"github.com/loopstock/loopstock/internal/nsqtls"
 	"github.com/loopstock/loopstock/internal/wire"
 )
 
@@ -39,6 +40,7 @@ type Options struct {
 	MaxPublishAge      time.Duration
 	PublishTimeout     time.Duration
 	Instance           wire.InstanceID
+	NSQ                nsqtls.Settings
 }
 
 // NewOptions returns the defaults.
@@ -55,7 +57,7 @@ func NewOptions() Options {
 func Flags() []cli.Flag {
 	d := NewOptions()
 	env := func(f string) []string { return cliflags.Env(Name, f) }
-	return append(cliflags.CommonFlags(Name, "127.0.0.1:8081"),
+	return append(append(cliflags.CommonFlags(Name, "127.0.0.1:8081"), nsqtls.Flags(Name)...),
 		&cli.DurationFlag{Name: "interval", Value: d.Interval, EnvVars: env("interval"), Usage: "slot length: one integer per slot, slots aligned to the Unix epoch"},
 		&cli.Int64Flag{Name: "min", Value: int64(d.Min), EnvVars: env("min"), Usage: "smallest integer drawn (inclusive)"},
 		&cli.Int64Flag{Name: "max", Value: int64(d.Max), EnvVars: env("max"), Usage: "largest integer drawn (inclusive)"},
@@ -145,6 +147,9 @@ func ReadOptions(c *cli.Context) (Options, error) {
 	}
 	if o.NSQDCopies = c.Int("nsqd-copies"); o.NSQDCopies < 1 || o.NSQDCopies > 3 {
 		return bad("nsqd-copies", "%d: want 1 to 3", o.NSQDCopies)
+	}
+	if o.NSQ, err = nsqtls.ReadFlags(c, Name); err != nil {
+		return o, err
 	}
 	return o, nil
 }

@@ -42,8 +42,13 @@ func Run(ctx context.Context, o Options, log *logrus.Entry) error {
 		}, log)
 		registerCoordinationMetrics(rt.Metrics, coord)
 		nsqds := discovery.Follow(ctx, rt.Consul, discovery.NSQD(o.NSQDService), log)
+		auth, err := o.NSQ.Load(Name)
+		if err != nil {
+			return svc.Service{}, err
+		}
 		pub := nsqpub.NewCopies(discovery.NodeName(rt.Consul), nsqds, o.Topic, o.PublishTimeout, o.NSQDCopies, log)
-		g := newGenerator(o, coord, newTopicPublisher(pub, nsqds, o.Topic, o.Channel), m, log)
+		pub.Auth = auth
+		g := newGenerator(o, coord, newTopicPublisher(pub, nsqds, o.Topic, o.Channel, auth), m, log)
 		return svc.Service{
 			Health: func() (bool, map[string]any) {
 				index, hw := coord.State()

@@ -21,8 +21,28 @@ func TestTheAveragersChannelGetsEverythingWhenAnotherChannelCameFirst(t *testing
 	c := testenv.StartConsul(t)
 	n := testenv.StartNSQ(t)
 	n.RegisterIn(t, c)
+	everyIntegerReachesTheAveragersChannel(t, c, n)
+}
+
+// With TLS (as on the cluster) integer-gen creates the channel through
+// nsqd-gate with its certificate, and publishes with its certificate and
+// secret: the same holds.
+func TestTheAveragersChannelGetsEverythingOverTLS(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs consul and nsqd")
+	}
+	c := testenv.StartConsul(t)
+	n := testenv.StartSecureNSQ(t)
+	n.RegisterIn(t, c)
+	f := testenv.CertFiles(t, n.CA, Name)
+	everyIntegerReachesTheAveragersChannel(t, c, n.NSQ, "--tls-cert-file", f.Cert, "--tls-roots-file", f.Roots,
+		"--nsq-auth-secret", n.Secrets[Name])
+}
+
+func everyIntegerReachesTheAveragersChannel(t *testing.T, c *testenv.Consul, n *testenv.NSQ, args ...string) {
+	t.Helper()
 	n.CreateChannel(t, "integers", "tail")
-	o, err := ParseArgs([]string{"--consul-addr", c.HTTPAddr, "--http-addr", testenv.Addr(testenv.FreePort(t)), "--interval", "10ms"})
+	o, err := ParseArgs(append([]string{"--consul-addr", c.HTTPAddr, "--http-addr", testenv.Addr(testenv.FreePort(t)), "--interval", "10ms"}, args...))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/loopstock/loopstock/internal/discovery"
+	"github.com/loopstock/loopstock/internal/nsqtls"
 )
 
 // topicPublisher makes sure, before publishing to an nsqd, that the topic
@@ -21,6 +22,7 @@ type topicPublisher struct {
 	nsqds          *discovery.Watch
 	topic, channel string
 	client         *http.Client
+	auth           nsqtls.Client // with TLS: through nsqd-gate, with the certificate
 
 	ready   map[string]bool // nsqd (Consul service ID) → topic and channel created
 	changed <-chan struct{} // the watch's change signal when ready was filled
@@ -33,12 +35,12 @@ type targetPublisher interface {
 	Targets() ([]discovery.Instance, error)
 }
 
-func newTopicPublisher(p targetPublisher, nsqds *discovery.Watch, topic, channel string) Publisher {
+func newTopicPublisher(p targetPublisher, nsqds *discovery.Watch, topic, channel string, auth nsqtls.Client) Publisher {
 	if channel == "" {
 		return p
 	}
 	return &topicPublisher{targetPublisher: p, nsqds: nsqds, topic: topic, channel: channel,
-		client: &http.Client{Timeout: 2 * time.Second}, ready: map[string]bool{}}
+		client: auth.HTTPClient(2 * time.Second), auth: auth, ready: map[string]bool{}}
 }
 
 func (p *topicPublisher) Publish(body []byte) error {
@@ -67,15 +69,16 @@ func (p *topicPublisher) Publish(body []byte) error {
 // create creates the topic and the channel through nsqd's HTTP API (both
 // calls do nothing when they exist).
 func (p *topicPublisher) create(inst discovery.Instance) error {
-	port := inst.Meta["http_port"]
+	meta := p.auth.PortMeta()
+	port := inst.Meta[meta]
 	if port == "" {
-		return errors.New("nsqd " + inst.Addr() + " is registered without meta.http_port: cannot create the averager's channel")
+		return errors.New("nsqd " + inst.Addr() + " is registered without meta." + meta + ": cannot create the averager's channel")
 	}
 	host := inst.Address
 	if host == "" {
 		host = "127.0.0.1"
 	}
-	base := "http://" + net.JoinHostPort(host, port)
+	base := p.auth.Scheme() + "://" + net.JoinHostPort(host, port)
 	q := url.Values{"topic": {p.topic}, "channel": {p.channel}}.Encode()
 	for _, step := range []struct{ what, path string }{{"the topic " + p.topic, "/topic/create?"}, {"the channel " + p.channel, "/channel/create?"}} {
 		resp, err := p.client.Post(base+step.path+q, "", nil)
