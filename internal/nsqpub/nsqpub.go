@@ -18,6 +18,7 @@ import (
 
 	"github.com/loopstock/loopstock/internal/discovery"
 	"github.com/loopstock/loopstock/internal/nsqlog"
+	"github.com/loopstock/loopstock/internal/nsqname"
 	"github.com/loopstock/loopstock/internal/nsqtls"
 )
 
@@ -194,14 +195,4 @@ func (p *Publisher) Stop() {
 }
 
 // ValidName is NSQ's rule for topic and channel names.
-func ValidName(s string) bool {
-	if len(s) < 1 || len(s) > 64 {
-		return false
-	}
-	for _, r := range s {
-		if !(r == '.' || r == '_' || r == '-' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9') {
-			return false
-		}
-	}
-	return true
-}
+func ValidName(s string) bool { return nsqname.Valid(s) }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/loopstock/loopstock/internal/discovery"
+	"github.com/loopstock/loopstock/internal/tlsid"
 )
 
 // ErrStaleFence means the store has seen a newer leader: stop writing.
@@ -23,11 +24,34 @@ type Client struct {
 	token string
 	http  *http.Client
 	next  atomic.Uint64
+	tls   bool
 }
 
 // NewClient writes through the instances that watch follows.
 func NewClient(watch *discovery.Watch, token string, timeout time.Duration) *Client {
 	return &Client{watch: watch, token: token, http: &http.Client{Timeout: timeout}}
+}
+
+// WithTLS makes the client write to each instance's mutual-TLS listener
+// (its Consul meta write_port) with certs, accepting only a server whose
+// certificate says service.
+func (c *Client) WithTLS(certs *tlsid.Source, service string) *Client {
+	c.tls = true
+	c.http = &http.Client{Timeout: c.http.Timeout, Transport: &http.Transport{TLSClientConfig: certs.ClientConfig(service),
+		TLSHandshakeTimeout: c.http.Timeout, MaxIdleConnsPerHost: 4}}
+	return c
+}
+
+// url is where a write of start goes on inst.
+func (c *Client) url(inst discovery.Instance, start time.Time) (string, error) {
+	if !c.tls {
+		return "http://" + inst.Addr() + Path(start), nil
+	}
+	addr, ok := inst.MetaAddr("write_port")
+	if !ok {
+		return "", fmt.Errorf("integer-api %s is registered without meta.write_port: is it running without --tls-cert-file?", inst.Addr())
+	}
+	return "https://" + addr + Path(start), nil
 }
 
 // Put writes w for the window starting at start, trying each passing
@@ -48,7 +72,12 @@ func (c *Client) Put(ctx context.Context, start time.Time, w Write) (WriteResult
 	var lastErr error
 	for i := range list {
 		inst := list[(first+i)%len(list)]
-		res, err := c.put(ctx, "http://"+inst.Addr()+Path(start), body)
+		u, err := c.url(inst, start)
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		res, err := c.put(ctx, u, body)
 		if err == nil || errors.Is(err, ErrStaleFence) {
 			return res, err
 		}

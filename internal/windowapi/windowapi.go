@@ -67,6 +67,7 @@ type Error struct {
 const (
 	CodeBadRequest   = "bad_request"
 	CodeUnauthorized = "unauthorized"
+	CodeForbidden    = "forbidden"
 	CodeNotFound     = "not_found"
 	CodeMethod       = "method_not_allowed"
 	CodeStaleFence   = "stale_fence"

@@ -37,7 +37,6 @@ type Options struct {
 	SessionTTL          time.Duration
 	CoordinationPrefix  string
 	NSQ                 nsqtls.Settings
-	APITLS              bool // writes go to integer-api's mutual-TLS listener (with NSQ's certificate)
 }
 
 // NewOptions returns the defaults.
@@ -147,7 +146,6 @@ func ReadOptions(c *cli.Context) (Options, error) {
 	if o.NSQ, err = nsqtls.ReadFlags(c, Name); err != nil {
 		return o, err
 	}
-	o.APITLS = o.NSQ.On
 	return o, nil
 }
 

@@ -46,9 +46,13 @@ func Run(ctx context.Context, o Options, log *logrus.Entry) error {
 		if err != nil {
 			return svc.Service{}, err
 		}
+		writer := windowapi.NewClient(discovery.New(ctx, rt.Consul, o.APIService, log), o.WriteToken, 5*time.Second)
+		if auth.Enabled() {
+			writer.WithTLS(auth.TLS, o.APIService)
+		}
 		e := &elector{o: o, rt: rt, m: newMetrics(rt.Metrics), log: log, auth: auth,
 			lookupds: discovery.Follow(ctx, rt.Consul, discovery.NSQLookupd(o.LookupdService), log),
-			writer:   windowapi.NewClient(discovery.New(ctx, rt.Consul, o.APIService, log), o.WriteToken, 5*time.Second),
+			writer:   writer,
 			dead: &deadLetter{pub: nsqpub.New(discovery.NodeName(rt.Consul), discovery.Follow(ctx, rt.Consul, discovery.NSQD(o.NSQDService), log),
 				o.DeadLetterTopic, 5*time.Second, log)},
 		}

@@ -13,6 +13,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -20,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 
+	"github.com/loopstock/loopstock/internal/tlsid"
 	"github.com/loopstock/loopstock/internal/windowapi"
 )
 
@@ -47,6 +49,9 @@ type Handler struct {
 	m       *metrics
 	Extra   http.Handler
 	timeout time.Duration
+	// Writers, when set, are the services whose client certificate a write
+	// must come with (on the mutual-TLS listener), besides the token.
+	Writers []string
 }
 
 // NewHandler returns the API over store; writes need token.
@@ -367,6 +372,18 @@ func (h *Handler) authorized(r *http.Request) bool {
 }
 
 func (h *Handler) put(w http.ResponseWriter, r *http.Request) {
+	if h.Writers != nil {
+		id, ok := tlsid.PeerIdentity(r.TLS)
+		if !ok {
+			writeError(w, http.StatusForbidden, windowapi.CodeForbidden,
+				"window writes are accepted only on integer-api's mutual-TLS listener (its Consul meta write_port), with the certificate of "+strings.Join(h.Writers, " or "))
+			return
+		}
+		if !slices.Contains(h.Writers, id.Service) {
+			writeError(w, http.StatusForbidden, windowapi.CodeForbidden, "service "+id.Service+" may not write windows")
+			return
+		}
+	}
 	if !h.authorized(r) {
 		writeError(w, http.StatusUnauthorized, windowapi.CodeUnauthorized, "window writes need the header Authorization: Bearer <write token>")
 		return

@@ -6,6 +6,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/loopstock/loopstock/internal/cliflags"
+	"github.com/loopstock/loopstock/internal/tlsid"
 )
 
 // Name is the binary's and the Consul service's name.
@@ -27,6 +28,11 @@ type Options struct {
 	Retention            int
 	WriteToken           string
 	ShutdownDelay        time.Duration
+	RedisUser            string
+	TLS                  tlsid.Files
+	TLSOn                bool
+	WriteAddr            string
+	Writers              []string
 }
 
 // NewOptions returns the defaults.
@@ -39,7 +45,7 @@ func NewOptions() Options {
 func Flags() []cli.Flag {
 	d := NewOptions()
 	env := func(f string) []string { return cliflags.Env(Name, f) }
-	return append(cliflags.CommonFlags(Name, "127.0.0.1:8080"),
+	return append(append(cliflags.CommonFlags(Name, "127.0.0.1:8080"), cliflags.TLSFlags(Name)...),
 		&cli.StringFlag{Name: "redis-service", Value: d.RedisService, EnvVars: env("redis-service"), Usage: "Consul service name of Redis"},
 		&cli.StringFlag{Name: "redis-sentinel-service", EnvVars: env("redis-sentinel-service"),
 			Usage: "Consul service name of the Redis Sentinels; set, the store is the primary they name for --redis-master (replaces --redis-service)"},
@@ -48,7 +54,12 @@ func Flags() []cli.Flag {
 			Usage: "replicas that must hold a write before it is acknowledged (WAIT); default 1 with --redis-sentinel-service, else 0. 0 accepts writes held by the primary alone (docs/operations.md says what that risks)"},
 		&cli.DurationFlag{Name: "redis-wait-timeout", Value: d.RedisWaitTimeout, EnvVars: env("redis-wait-timeout"),
 			Usage: "how long a write waits for its replicas before it is answered 503 (and retried by the averager)"},
+		&cli.StringFlag{Name: "redis-user", EnvVars: env("redis-user"), Usage: "Redis ACL user (AUTH <user> <password>); empty: the password alone"},
 		&cli.StringFlag{Name: "redis-password", EnvVars: env("redis-password"), Usage: "Redis password (AUTH), if any"},
+		&cli.StringFlag{Name: "write-addr", EnvVars: env("write-addr"),
+			Usage: "with --tls-cert-file: listen address of the mutual-TLS listener that alone accepts window writes (registered as Consul meta write_port)"},
+		&cli.StringSliceFlag{Name: "writers", Value: cli.NewStringSlice("integeraverage-cal"), EnvVars: env("writers"),
+			Usage: "services whose certificate may write windows on --write-addr"},
 		&cli.IntFlag{Name: "redis-db", Value: d.RedisDB, EnvVars: env("redis-db"), Usage: "Redis database number"},
 		&cli.StringFlag{Name: "key-prefix", Value: d.KeyPrefix, EnvVars: env("key-prefix"), Usage: "prefix of every Redis key"},
 		&cli.IntFlag{Name: "retention", Value: d.Retention, EnvVars: env("retention"), Usage: "windows kept (17280 = one day of 5 s windows); keep it longer than the averager's --max-lateness"},
@@ -100,6 +111,27 @@ func ReadOptions(c *cli.Context) (Options, error) {
 	}
 	if o.ShutdownDelay = c.Duration("shutdown-delay"); o.ShutdownDelay < 0 || o.ShutdownDelay > time.Minute {
 		return bad("shutdown-delay", "%s: want 0..1m", o.ShutdownDelay)
+	}
+	o.RedisUser = c.String("redis-user")
+	if o.RedisUser != "" && o.RedisPassword == "" {
+		return bad("redis-password", "empty while --redis-user is set: an ACL user needs its password")
+	}
+	if o.TLS, o.TLSOn, err = cliflags.ReadTLS(c, Name); err != nil {
+		return o, err
+	}
+	o.WriteAddr, o.Writers = c.String("write-addr"), c.StringSlice("writers")
+	switch {
+	case o.TLSOn && o.WriteAddr == "":
+		return bad("write-addr", "empty while --tls-cert-file is set: with TLS, window writes are accepted only on this mutual-TLS listener")
+	case !o.TLSOn && o.WriteAddr != "":
+		return bad("write-addr", "set without --tls-cert-file and --tls-roots-file: the listener needs a certificate")
+	case o.TLSOn && len(o.Writers) == 0:
+		return bad("writers", "empty: no service could write windows")
+	}
+	if o.WriteAddr != "" {
+		if err := cliflags.CheckHostPort(o.WriteAddr); err != nil {
+			return bad("write-addr", "%v", err)
+		}
 	}
 	return o, nil
 }

@@ -2,6 +2,7 @@ package integerapi
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -13,12 +14,18 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/loopstock/loopstock/internal/discovery"
+	"github.com/loopstock/loopstock/internal/tlsid"
 )
 
 // ClientOptions are how integer-api reaches Redis.
 type ClientOptions struct {
+	Username string // an ACL user; empty: the password alone
 	Password string
-	DB       int
+	// TLS, when set, is integer-api's certificate: every connection is
+	// mutual TLS, to a Redis whose certificate says redis (or a Sentinel,
+	// redis-sentinel).
+	TLS *tlsid.Source
+	DB  int
 	// ReadTimeout bounds every reply; a write's WAIT must end before it.
 	ReadTimeout time.Duration
 }
@@ -31,6 +38,30 @@ func (o ClientOptions) readTimeout() time.Duration {
 }
 
 var dialer = &net.Dialer{Timeout: time.Second}
+
+// The Consul service names on the store's certificates.
+const (
+	RedisIdentity    = "redis"
+	SentinelIdentity = "redis-sentinel"
+)
+
+// dial connects to addr, with TLS when o has a certificate; accept are the
+// services the server may be. go-redis applies its own TLSConfig only
+// with its own dialer, so the custom dialers below do it here.
+func (o ClientOptions) dial(ctx context.Context, network, addr string, accept ...string) (net.Conn, error) {
+	conn, err := dialer.DialContext(ctx, network, addr)
+	if err != nil || o.TLS == nil {
+		return conn, err
+	}
+	tc := tls.Client(conn, o.TLS.ClientConfig(accept...))
+	hctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	if err := tc.HandshakeContext(hctx); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("TLS with %s: %w", addr, err)
+	}
+	return tc, nil
+}
 
 // DialConsulRedis returns a client of the one Redis that watch lists: a
 // moved Redis is followed without a restart, as every new connection dials
@@ -46,10 +77,10 @@ func DialConsulRedis(watch *discovery.Watch, o ClientOptions) *redis.Client {
 				}
 				return nil, errors.New("no passing redis in consul")
 			}
-			return dialer.DialContext(ctx, network, list[0].Addr())
+			return o.dial(ctx, network, list[0].Addr(), RedisIdentity)
 		},
 		OnConnect: requirePrimary,
-		Password:  o.Password, DB: o.DB,
+		Username:  o.Username, Password: o.Password, DB: o.DB,
 		DialTimeout: time.Second, ReadTimeout: o.readTimeout(), WriteTimeout: time.Second,
 		MaxRetries: 1, PoolSize: 32, MinIdleConns: 2, PoolTimeout: 2 * time.Second,
 	})
@@ -90,14 +121,15 @@ func DialSentinels(sentinels *discovery.Watch, master string, o ClientOptions) *
 					return nil, fmt.Errorf("no passing redis sentinel in consul (%v)", werr)
 				}
 				i %= len(list) // fewer Sentinels than slots: some twice
-				addr = list[i].Addr()
+				return o.dial(ctx, network, list[i].Addr(), SentinelIdentity)
 			}
-			return dialer.DialContext(ctx, network, addr)
+			// The primary the Sentinels named, or a Sentinel they told of.
+			return o.dial(ctx, network, addr, RedisIdentity, SentinelIdentity)
 		},
-		// Sentinels ask for the same password as Redis.
-		SentinelPassword: o.Password,
-		OnConnect:        requirePrimary,
-		Password:         o.Password, DB: o.DB,
+		// Sentinels know integer-api by the same user and password as Redis.
+		SentinelUsername: o.Username, SentinelPassword: o.Password,
+		OnConnect: requirePrimary,
+		Username:  o.Username, Password: o.Password, DB: o.DB,
 		DialTimeout: time.Second, ReadTimeout: o.readTimeout(), WriteTimeout: time.Second,
 		MaxRetries: 1, PoolSize: 32, MinIdleConns: 2, PoolTimeout: 2 * time.Second,
 		// Pooled connections are never closed for idling: with every

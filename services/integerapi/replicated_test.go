@@ -163,7 +163,7 @@ func TestTheStoreFollowsAFailover(t *testing.T) {
 func TestEverySentinelDownKeepsTheLastPrimary(t *testing.T) {
 	r := newReplicatedRig(t)
 	put(t, r.store, 0, 1, pc(0, 9, 100))
-	m := newSentinelMonitor(r.sentinels, testenv.MasterName, "", logging.Discard())
+	m := newSentinelMonitor(r.sentinels, testenv.MasterName, ClientOptions{}, logging.Discard())
 	m.poll(context.Background())
 	if h := m.health(); h["sentinels"] != "3 of 3 in consul answer" || h["redis_primary"] != r.rr.Primary().Addr {
 		t.Fatalf("health with every Sentinel up: %v", h)

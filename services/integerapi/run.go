@@ -11,6 +11,7 @@ import (
 	"github.com/loopstock/loopstock/internal/cliflags"
 	"github.com/loopstock/loopstock/internal/discovery"
 	"github.com/loopstock/loopstock/internal/svc"
+	"github.com/loopstock/loopstock/internal/tlsid"
 )
 
 // App is integer-api's command line.
@@ -29,9 +30,26 @@ func App() *cli.App {
 // and closes the store last.
 func Run(ctx context.Context, o Options, log *logrus.Entry) error {
 	return svc.Run(ctx, Name, o.Common, log, func(ctx context.Context, rt *svc.Runtime) (svc.Service, error) {
-		store, sentinels := openStore(ctx, rt, o, log)
+		var certs *tlsid.Source
+		if o.TLSOn {
+			var err error
+			if certs, err = cliflags.LoadTLS(Name, o.TLS); err != nil {
+				return svc.Service{}, err
+			}
+		}
+		store, sentinels := openStore(ctx, rt, o, certs, log)
 		h := NewHandler(store, o.WriteToken, rt.Metrics, log)
 		h.Extra = rt.Mux
+		var writes *writeListener
+		if certs != nil {
+			h.Writers = o.Writers
+			var err error
+			if writes, err = listenWrites(o.WriteAddr, h, certs.ServerConfig(o.Writers...), log); err != nil {
+				store.Close()
+				return svc.Service{}, err
+			}
+			rt.Service.Meta = map[string]string{"write_port": writes.port()}
+		}
 		return svc.Service{
 			Handler: h,
 			Health: func() (bool, map[string]any) {
@@ -52,20 +70,24 @@ func Run(ctx context.Context, o Options, log *logrus.Entry) error {
 				if sentinels != nil {
 					go sentinels.run(ctx, 2*time.Second)
 				}
+				writes.serve()
 				warnWithoutAOF(ctx, store, log)
 				<-ctx.Done()
 				return nil
 			},
 			Drain: o.ShutdownDelay,
-			Close: []svc.Stage{{Name: "redis", Do: func(context.Context) error { return store.Close() }}},
+			Close: []svc.Stage{
+				{Name: "write listener", Do: writes.shutdown},
+				{Name: "redis", Do: func(context.Context) error { return store.Close() }},
+			},
 		}, nil
 	})
 }
 
 // openStore connects to the one Redis Consul lists or, with Sentinels, to
 // the primary they name; the monitor is nil without Sentinels.
-func openStore(ctx context.Context, rt *svc.Runtime, o Options, log *logrus.Entry) (*RedisStore, *sentinelMonitor) {
-	co := ClientOptions{Password: o.RedisPassword, DB: o.RedisDB, ReadTimeout: o.RedisWaitTimeout + time.Second}
+func openStore(ctx context.Context, rt *svc.Runtime, o Options, certs *tlsid.Source, log *logrus.Entry) (*RedisStore, *sentinelMonitor) {
+	co := ClientOptions{Username: o.RedisUser, Password: o.RedisPassword, DB: o.RedisDB, ReadTimeout: o.RedisWaitTimeout + time.Second, TLS: certs}
 	so := StoreOptions{Prefix: o.KeyPrefix, Retention: o.Retention, MinReplicas: o.RedisMinReplicas, WaitTimeout: o.RedisWaitTimeout}
 	if o.RedisSentinelService == "" {
 		return NewRedisStore(DialConsulRedis(discovery.Follow(ctx, rt.Consul, discovery.Redis(o.RedisService), log), co), so), nil
@@ -74,7 +96,7 @@ func openStore(ctx context.Context, rt *svc.Runtime, o Options, log *logrus.Entr
 	watch := discovery.Follow(ctx, rt.Consul, discovery.RedisSentinel(o.RedisSentinelService), log)
 	log.WithFields(logrus.Fields{"sentinels": o.RedisSentinelService, "master": o.RedisMaster, "min_replicas": o.RedisMinReplicas}).
 		Info("the store is the Redis primary the Sentinels name")
-	return NewRedisStore(DialSentinels(watch, o.RedisMaster, co), so), newSentinelMonitor(watch, o.RedisMaster, o.RedisPassword, log)
+	return NewRedisStore(DialSentinels(watch, o.RedisMaster, co), so), newSentinelMonitor(watch, o.RedisMaster, co, log)
 }
 
 // warnWithoutAOF says once, when Redis first answers, if acknowledged

@@ -19,10 +19,10 @@ import (
 // happened: a failover, a Sentinel lost, all of them lost. The failover
 // client does its own asking; this only reports.
 type sentinelMonitor struct {
-	watch    *discovery.Watch
-	master   string
-	password string
-	log      *logrus.Entry
+	watch  *discovery.Watch
+	master string
+	conn   ClientOptions // how to reach a Sentinel: user, password, TLS
+	log    *logrus.Entry
 
 	mu        sync.Mutex
 	clients   map[string]*redis.SentinelClient
@@ -31,8 +31,8 @@ type sentinelMonitor struct {
 	primary   string // the primary most Sentinels name; kept while none answers
 }
 
-func newSentinelMonitor(watch *discovery.Watch, master, password string, log *logrus.Entry) *sentinelMonitor {
-	return &sentinelMonitor{watch: watch, master: master, password: password, log: log, clients: map[string]*redis.SentinelClient{}}
+func newSentinelMonitor(watch *discovery.Watch, master string, client ClientOptions, log *logrus.Entry) *sentinelMonitor {
+	return &sentinelMonitor{watch: watch, master: master, conn: client, log: log, clients: map[string]*redis.SentinelClient{}}
 }
 
 // run polls until ctx ends.
@@ -107,7 +107,10 @@ func (m *sentinelMonitor) client(addr string) *redis.SentinelClient {
 	defer m.mu.Unlock()
 	c, ok := m.clients[addr]
 	if !ok {
-		c = redis.NewSentinelClient(&redis.Options{Addr: addr, Password: m.password,
+		c = redis.NewSentinelClient(&redis.Options{Addr: addr, Username: m.conn.Username, Password: m.conn.Password,
+			Dialer: func(ctx context.Context, network, addr string) (net.Conn, error) {
+				return m.conn.dial(ctx, network, addr, SentinelIdentity)
+			},
 			DialTimeout: 500 * time.Millisecond, ReadTimeout: 500 * time.Millisecond, WriteTimeout: 500 * time.Millisecond,
 			MaxRetries: -1, PoolSize: 1})
 		m.clients[addr] = c

@@ -93,11 +93,12 @@ func (s *RedisStore) Ping(ctx context.Context) error {
 
 // AOF reports whether Redis has its append-only file on.
 func (s *RedisStore) AOF(ctx context.Context) (bool, error) {
-	v, err := s.rdb.ConfigGet(ctx, "appendonly").Result()
+	// INFO, not CONFIG GET: integer-api's ACL user may not run CONFIG.
+	v, err := s.rdb.Info(ctx, "persistence").Result()
 	if err != nil {
 		return false, unavailable(err)
 	}
-	return len(v) == 2 && v[1] == "yes", nil
+	return strings.Contains(v, "aof_enabled:1"), nil
 }
 
 // Latest returns up to n windows, newest first.

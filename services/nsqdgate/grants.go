@@ -26,7 +26,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/loopstock/loopstock/internal/nsqpub"
+	"github.com/loopstock/loopstock/internal/nsqname"
 )
 
 // Grant is what one service may do on nsqd.
@@ -78,12 +78,12 @@ func ParseGrants(data []byte) (*Grants, error) {
 		}
 		seen[gr.Service] = true
 		for _, t := range gr.Publish {
-			if !nsqpub.ValidName(t) {
+			if !nsqname.Valid(t) {
 				return nil, fmt.Errorf("%s: publish topic %q is not a valid NSQ name", at, t)
 			}
 		}
 		for _, s := range gr.Subscribe {
-			if !nsqpub.ValidName(s.Topic) || !nsqpub.ValidName(s.Channel) {
+			if !nsqname.Valid(s.Topic) || !nsqname.Valid(s.Channel) {
 				return nil, fmt.Errorf("%s: subscription %q/%q is not a valid NSQ topic and channel", at, s.Topic, s.Channel)
 			}
 		}

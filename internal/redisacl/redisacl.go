@@ -1,0 +1,61 @@
+// Package redisacl is who may do what on the Redis store: one ACL user
+// per client, each with the commands and keys it needs and nothing else
+// (no CONFIG, FLUSHALL, MODULE, DEBUG or KEYS for anyone), and the
+// default user off. The deploy renders the same file into the Redis job's
+// Nomad variable that the tests give their redis-server (--aclfile).
+package redisacl
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// The store's users.
+const (
+	API      = "integer-api" // reads and writes windows
+	Health   = "health"      // the Consul check: PING
+	Replica  = "replica"     // a replica's link to its primary
+	Sentinel = "sentinel"    // the Sentinels' monitoring and failover
+)
+
+// Users are every user, in the file's order.
+var Users = []string{API, Health, Replica, Sentinel}
+
+// rules are each user's permissions; {prefix} is integer-api's
+// --key-prefix. The Sentinel's are those of Redis's Sentinel guide.
+var rules = map[string]string{
+	// Lua runs with the caller's permissions: the commands of put.lua are
+	// here too (a test of the store under this user keeps the two equal).
+	API: "resetkeys ~{prefix}:* resetchannels -@all +ping +role +info +wait +select +client|setname " +
+		"+evalsha +eval +script|load +zrevrange +zrevrangebyscore +hmget " +
+		"+get +set +del +exists +hget +hset +hincrby +zadd +zcard +zrange +zremrangebyrank",
+	Health:  "resetkeys resetchannels -@all +ping",
+	Replica: "resetkeys resetchannels -@all +psync +replconf +ping",
+	Sentinel: "resetkeys resetchannels &__sentinel__:hello -@all +multi +slaveof +replicaof +ping +exec +subscribe " +
+		"+config|rewrite +role +publish +info +client|setname +client|kill +script|kill",
+}
+
+// File is the aclfile: the default user off and each user with the
+// SHA-256 of its password (the file holds no password). passwords must
+// name every user.
+func File(prefix string, passwords map[string]string) (string, error) {
+	var b strings.Builder
+	b.WriteString("user default off resetkeys resetchannels -@all\n")
+	for _, u := range Users {
+		pw := passwords[u]
+		if len(pw) < 16 {
+			return "", fmt.Errorf("redis user %s: password missing or shorter than 16 characters", u)
+		}
+		sum := sha256.Sum256([]byte(pw))
+		fmt.Fprintf(&b, "user %s on #%s %s\n", u, hex.EncodeToString(sum[:]), strings.ReplaceAll(rules[u], "{prefix}", prefix))
+	}
+	for u := range passwords {
+		if !slices.Contains(Users, u) {
+			return "", fmt.Errorf("redis user %s: not a user of the store (%s)", u, strings.Join(Users, ", "))
+		}
+	}
+	return b.String(), nil
+}
