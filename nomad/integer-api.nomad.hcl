@@ -44,6 +44,8 @@ job "integer-api" {
 
     network {
       port "http" {}
+      # The mutual-TLS listener of window writes (consul_tls); unused otherwise.
+      port "write" {}
     }
 
     # Deployment health: Nomad checks /health (provider "nomad", so not in
@@ -97,6 +99,13 @@ job "integer-api" {
         # Sentinels name, and a write is acknowledged once a replica holds
         # it. Empty: the one Redis registered as "redis" (a dev agent).
         INTEGER_API_REDIS_SENTINEL_SERVICE = var.redis_replicated ? "redis-sentinel" : ""
+        # With consul_tls: mutual TLS with the certificates rendered below.
+        INTEGER_API_TLS_CERT_FILE  = var.consul_tls ? "${NOMAD_SECRETS_DIR}/leaf.pem" : ""
+        INTEGER_API_TLS_ROOTS_FILE = var.consul_tls ? "${NOMAD_SECRETS_DIR}/roots.pem" : ""
+        # Window writes only on the mutual-TLS listener, with the averager's
+        # certificate (and the token); Redis as its ACL user.
+        INTEGER_API_WRITE_ADDR = var.consul_tls ? "${NOMAD_ADDR_write}" : ""
+        INTEGER_API_REDIS_USER = var.consul_tls ? "integer-api" : ""
       }
 
       template {
@@ -131,6 +140,31 @@ job "integer-api" {
           EOT
           destination = "secrets/consul-ca.pem"
           change_mode = "restart"
+        }
+      }
+
+      # The data plane's mutual TLS (consul_tls: the cluster's Consul, whose
+      # Connect CA issues the certificates): this service's leaf, with its
+      # key in the same 0600 file so a renewal never pairs a new
+      # certificate with an old key, and the CA's roots. The service reads
+      # both files again when they change (renewal, root rotation): no
+      # restart, so nothing restarts every instance at once.
+      dynamic "template" {
+        for_each = var.consul_tls ? ["leaf"] : []
+        content {
+          data        = "{{ with caLeaf \"integer-api\" }}{{ .CertPEM }}{{ .PrivateKeyPEM }}{{ end }}"
+          destination = "secrets/leaf.pem"
+          perms       = "0600"
+          change_mode = "noop"
+        }
+      }
+
+      dynamic "template" {
+        for_each = var.consul_tls ? ["roots"] : []
+        content {
+          data        = "{{ range caRoots }}{{ .RootCertPEM }}{{ end }}"
+          destination = "secrets/roots.pem"
+          change_mode = "noop"
         }
       }
 

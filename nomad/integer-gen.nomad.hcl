@@ -99,6 +99,9 @@ job "integer-gen" {
         # the active averager and its nsqd then loses no integer. One nsqd
         # (a dev agent): one copy.
         INTEGER_GEN_NSQD_COPIES = var.nsqd_copies
+        # With consul_tls: mutual TLS with the certificates rendered below.
+        INTEGER_GEN_TLS_CERT_FILE  = var.consul_tls ? "${NOMAD_SECRETS_DIR}/leaf.pem" : ""
+        INTEGER_GEN_TLS_ROOTS_FILE = var.consul_tls ? "${NOMAD_SECRETS_DIR}/roots.pem" : ""
       }
 
       # The cluster's Consul (consul_tls): its ACL token and CA, from the
@@ -124,6 +127,45 @@ job "integer-gen" {
           EOT
           destination = "secrets/consul-ca.pem"
           change_mode = "restart"
+        }
+      }
+
+      # The data plane's mutual TLS (consul_tls: the cluster's Consul, whose
+      # Connect CA issues the certificates): this service's leaf, with its
+      # key in the same 0600 file so a renewal never pairs a new
+      # certificate with an old key, and the CA's roots. The service reads
+      # both files again when they change (renewal, root rotation): no
+      # restart, so nothing restarts every instance at once.
+      dynamic "template" {
+        for_each = var.consul_tls ? ["leaf"] : []
+        content {
+          data        = "{{ with caLeaf \"integer-gen\" }}{{ .CertPEM }}{{ .PrivateKeyPEM }}{{ end }}"
+          destination = "secrets/leaf.pem"
+          perms       = "0600"
+          change_mode = "noop"
+        }
+      }
+
+      dynamic "template" {
+        for_each = var.consul_tls ? ["roots"] : []
+        content {
+          data        = "{{ range caRoots }}{{ .RootCertPEM }}{{ end }}"
+          destination = "secrets/roots.pem"
+          change_mode = "noop"
+        }
+      }
+
+      # Its secret for nsqd's AUTH (nsqd-gate grants by it, with the leaf).
+      dynamic "template" {
+        for_each = var.consul_tls ? ["nsq_secret"] : []
+        content {
+          data        = <<-EOT
+            {{ with nomadVar "nomad/jobs/integer-gen" }}INTEGER_GEN_NSQ_AUTH_SECRET={{ .nsq_secret }}{{ end }}
+          EOT
+          destination = "secrets/nsq.env"
+          env         = true
+          change_mode = "restart"
+          splay       = "30s"
         }
       }
 

@@ -92,6 +92,9 @@ job "integeraverage-cal" {
         INTEGERAVERAGE_CAL_ADVERTISE_ADDR = "${NOMAD_IP_http}"
         INTEGERAVERAGE_CAL_SERVICE_ID     = "integeraverage-cal-${NOMAD_ALLOC_ID}"
         INTEGERAVERAGE_CAL_LOG_FORMAT     = "json"
+        # With consul_tls: mutual TLS with the certificates rendered below.
+        INTEGERAVERAGE_CAL_TLS_CERT_FILE  = var.consul_tls ? "${NOMAD_SECRETS_DIR}/leaf.pem" : ""
+        INTEGERAVERAGE_CAL_TLS_ROOTS_FILE = var.consul_tls ? "${NOMAD_SECRETS_DIR}/roots.pem" : ""
       }
 
       template {
@@ -125,6 +128,45 @@ job "integeraverage-cal" {
           EOT
           destination = "secrets/consul-ca.pem"
           change_mode = "restart"
+        }
+      }
+
+      # The data plane's mutual TLS (consul_tls: the cluster's Consul, whose
+      # Connect CA issues the certificates): this service's leaf, with its
+      # key in the same 0600 file so a renewal never pairs a new
+      # certificate with an old key, and the CA's roots. The service reads
+      # both files again when they change (renewal, root rotation): no
+      # restart, so nothing restarts every instance at once.
+      dynamic "template" {
+        for_each = var.consul_tls ? ["leaf"] : []
+        content {
+          data        = "{{ with caLeaf \"integeraverage-cal\" }}{{ .CertPEM }}{{ .PrivateKeyPEM }}{{ end }}"
+          destination = "secrets/leaf.pem"
+          perms       = "0600"
+          change_mode = "noop"
+        }
+      }
+
+      dynamic "template" {
+        for_each = var.consul_tls ? ["roots"] : []
+        content {
+          data        = "{{ range caRoots }}{{ .RootCertPEM }}{{ end }}"
+          destination = "secrets/roots.pem"
+          change_mode = "noop"
+        }
+      }
+
+      # Its secret for nsqd's AUTH (nsqd-gate grants by it, with the leaf).
+      dynamic "template" {
+        for_each = var.consul_tls ? ["nsq_secret"] : []
+        content {
+          data        = <<-EOT
+            {{ with nomadVar "nomad/jobs/integeraverage-cal" }}INTEGERAVERAGE_CAL_NSQ_AUTH_SECRET={{ .nsq_secret }}{{ end }}
+          EOT
+          destination = "secrets/nsq.env"
+          env         = true
+          change_mode = "restart"
+          splay       = "30s"
         }
       }
 

@@ -90,6 +90,9 @@ job "redis-sentinel" {
         SENTINEL_BIND = var.redis_driver == "docker" ? "0.0.0.0" : "${NOMAD_IP_sentinel}"
         MASTER        = "loopstock"
         DOWN_AFTER_MS = var.sentinel_down_after_ms
+        # The start script's redis-cli: TLS with this Sentinel's
+        # certificate, as the store's sentinel user.
+        REDIS_CLI_ARGS = "--tls --cert ${NOMAD_SECRETS_DIR}/leaf.pem --key ${NOMAD_SECRETS_DIR}/leaf.pem --cacert ${NOMAD_SECRETS_DIR}/roots.pem --user sentinel"
       }
 
       template {
@@ -100,21 +103,54 @@ job "redis-sentinel" {
 
       # The Redis password, for Sentinel's own clients (requirepass) and
       # for Redis (auth-pass): on stdin, on no command line.
+      # Fed to the Sentinel on stdin, after its own sentinel.conf: TLS only
+      # with client certificates (and to Redis), the Sentinels' ACL users
+      # (internal/redisacl: each line resets its user, so a rotated password
+      # replaces the one the Sentinel rewrote into its config), and the
+      # store's sentinel user towards Redis and the other Sentinels.
       template {
         data        = <<-EOT
-          {{ with nomadVar "nomad/jobs/redis-sentinel" }}requirepass {{ .redis_password }}
-          sentinel auth-pass loopstock {{ .redis_password }}{{ end }}
+          port 0
+          tls-port 26379
+          tls-cert-file {{ env "NOMAD_SECRETS_DIR" }}/leaf.pem
+          tls-key-file {{ env "NOMAD_SECRETS_DIR" }}/leaf.pem
+          tls-ca-cert-file {{ env "NOMAD_SECRETS_DIR" }}/roots.pem
+          tls-auth-clients yes
+          tls-replication yes
+          tls-protocols "TLSv1.2 TLSv1.3"
+          {{ with nomadVar "nomad/jobs/redis-sentinel" }}sentinel auth-user loopstock sentinel
+          sentinel auth-pass loopstock {{ .redis_sentinel_password }}
+          sentinel sentinel-user sentinel
+          sentinel sentinel-pass {{ .redis_sentinel_password }}
+          {{ .sentinel_users }}{{ end }}
         EOT
         destination = "secrets/auth.conf"
+        perms       = "0600"
         change_mode = "restart"
         splay       = "30s"
       }
       template {
         data        = <<-EOT
-          {{ with nomadVar "nomad/jobs/redis-sentinel" }}REDISCLI_AUTH={{ .redis_password }}{{ end }}
+          {{ with nomadVar "nomad/jobs/redis-sentinel" }}REDISCLI_AUTH={{ .redis_sentinel_password }}{{ end }}
         EOT
         destination = "secrets/redis.env"
         env         = true
+        change_mode = "restart"
+        splay       = "30s"
+      }
+      # A Sentinel reads its certificate when it starts: a renewal or a root
+      # rotation restarts it, each at its own moment within the splay (two
+      # of three keep the quorum).
+      template {
+        data        = "{{ with caLeaf \"redis-sentinel\" }}{{ .CertPEM }}{{ .PrivateKeyPEM }}{{ end }}"
+        destination = "secrets/leaf.pem"
+        perms       = "0600"
+        change_mode = "restart"
+        splay       = "30s"
+      }
+      template {
+        data        = "{{ range caRoots }}{{ .RootCertPEM }}{{ end }}"
+        destination = "secrets/roots.pem"
         change_mode = "restart"
         splay       = "30s"
       }
@@ -142,12 +178,12 @@ locals {
       primary=""
       for s in $sentinels; do
         [ "$${s%:*}" = "$NOMAD_IP_sentinel" ] && continue
-        a=$(redis-cli --no-auth-warning -h "$${s%:*}" -p "$${s#*:}" sentinel get-master-addr-by-name "$MASTER" 2>/dev/null | tr '\n' ' ' | sed 's/ $//')
+        a=$(redis-cli $${REDIS_CLI_ARGS:-} --no-auth-warning -h "$${s%:*}" -p "$${s#*:}" sentinel get-master-addr-by-name "$MASTER" 2>/dev/null | tr '\n' ' ' | sed 's/ $//')
         case "$a" in *" "*) primary="$a"; break ;; esac
       done
       if [ -z "$primary" ]; then
         for p in $peers; do
-          role=$(redis-cli --no-auth-warning -h "$${p%:*}" -p "$${p#*:}" role 2>/dev/null | head -n 1)
+          role=$(redis-cli $${REDIS_CLI_ARGS:-} --no-auth-warning -h "$${p%:*}" -p "$${p#*:}" role 2>/dev/null | head -n 1)
           [ "$role" = master ] && primary="$${p%:*} $${p#*:}" && break
         done
       fi

@@ -104,6 +104,10 @@ job "redis" {
       env {
         REDIS_BIND = var.redis_driver == "docker" ? "0.0.0.0" : "${NOMAD_IP_redis}"
         MASTER     = "loopstock"
+        # The start script's redis-cli: with consul_tls, TLS with this
+        # Redis's certificate, as the store's replica user (ROLE, and the
+        # Sentinels' get-master-addr-by-name).
+        REDIS_CLI_ARGS = var.consul_tls ? "--tls --cert ${NOMAD_SECRETS_DIR}/leaf.pem --key ${NOMAD_SECRETS_DIR}/leaf.pem --cacert ${NOMAD_SECRETS_DIR}/roots.pem --user replica" : ""
       }
 
       # Read once at each start; a change of Sentinels or peers does not
@@ -115,24 +119,59 @@ job "redis" {
       }
 
       # The password: fed to redis-server on stdin, so it is on no command
-      # line and never written into the config Redis rewrites.
+      # line and never written into the config Redis rewrites. With
+      # consul_tls: TLS only, client certificates required, the ACL users
+      # of internal/redisacl (the default user off), replication over TLS
+      # as the replica user.
       template {
-        data        = <<-EOT
-          {{ with nomadVar "nomad/jobs/redis" }}requirepass {{ .redis_password }}
-          masterauth {{ .redis_password }}{{ end }}
-        EOT
+        data        = var.consul_tls ? local.redis_tls_conf : local.redis_password_conf
         destination = "secrets/auth.conf"
         change_mode = "restart"
         splay       = "30s"
       }
       template {
-        data        = <<-EOT
-          {{ with nomadVar "nomad/jobs/redis" }}REDISCLI_AUTH={{ .redis_password }}{{ end }}
-        EOT
+        data        = var.consul_tls ? local.redis_cli_tls_auth : local.redis_cli_password_auth
         destination = "secrets/redis.env"
         env         = true
         change_mode = "restart"
         splay       = "30s"
+      }
+
+      # Who may do what: the aclfile, outside the config Redis rewrites.
+      dynamic "template" {
+        for_each = var.consul_tls ? ["acl"] : []
+        content {
+          data        = <<-EOT
+            {{ with nomadVar "nomad/jobs/redis" }}{{ .redis_acl }}{{ end }}
+          EOT
+          destination = "secrets/users.acl"
+          perms       = "0600"
+          change_mode = "restart"
+          splay       = "30s"
+        }
+      }
+      # Redis reads its certificate when it starts: a renewal or a root
+      # rotation restarts it, the two copies at different moments within
+      # the splay (a restart is shorter than the Sentinels' down-after: no
+      # failover; integer-api retries the writes of that second).
+      dynamic "template" {
+        for_each = var.consul_tls ? ["leaf"] : []
+        content {
+          data        = "{{ with caLeaf \"redis\" }}{{ .CertPEM }}{{ .PrivateKeyPEM }}{{ end }}"
+          destination = "secrets/leaf.pem"
+          perms       = "0600"
+          change_mode = "restart"
+          splay       = "30s"
+        }
+      }
+      dynamic "template" {
+        for_each = var.consul_tls ? ["roots"] : []
+        content {
+          data        = "{{ range caRoots }}{{ .RootCertPEM }}{{ end }}"
+          destination = "secrets/roots.pem"
+          change_mode = "restart"
+          splay       = "30s"
+        }
       }
 
       volume_mount {
@@ -342,6 +381,12 @@ variable "datacenters" {
   default     = ["dc1"]
 }
 
+variable "consul_tls" {
+  description = "The local Consul agent speaks HTTPS with ACLs (the cluster): the tasks get its CA and their ACL token from the job's Nomad variable (consul_ca, consul_token). false on a dev agent: no Nomad variable for Consul."
+  type        = bool
+  default     = true
+}
+
 variable "redis_replicated" {
   description = "A primary and a replica on two clients with Sentinels (the cluster), or one Redis on redis_node (a dev agent)."
   type        = bool
@@ -361,6 +406,31 @@ variable "redis_driver" {
 }
 
 locals {
+  redis_password_conf     = <<-EOT
+    {{ with nomadVar "nomad/jobs/redis" }}requirepass {{ .redis_password }}
+    masterauth {{ .redis_password }}{{ end }}
+  EOT
+  redis_cli_password_auth = <<-EOT
+    {{ with nomadVar "nomad/jobs/redis" }}REDISCLI_AUTH={{ .redis_password }}{{ end }}
+  EOT
+  # consul_tls: read after the seeded redis.conf, whose "port 6379"
+  # becomes the TLS port.
+  redis_tls_conf     = <<-EOT
+    port 0
+    tls-port 6379
+    tls-cert-file {{ env "NOMAD_SECRETS_DIR" }}/leaf.pem
+    tls-key-file {{ env "NOMAD_SECRETS_DIR" }}/leaf.pem
+    tls-ca-cert-file {{ env "NOMAD_SECRETS_DIR" }}/roots.pem
+    tls-auth-clients yes
+    tls-replication yes
+    tls-protocols "TLSv1.2 TLSv1.3"
+    aclfile {{ env "NOMAD_SECRETS_DIR" }}/users.acl
+    {{ with nomadVar "nomad/jobs/redis" }}masteruser replica
+    masterauth {{ .redis_replica_password }}{{ end }}
+  EOT
+  redis_cli_tls_auth = <<-EOT
+    {{ with nomadVar "nomad/jobs/redis" }}REDISCLI_AUTH={{ .redis_replica_password }}{{ end }}
+  EOT
   # A replicated Redis's start (group "replicas"). The config is seeded
   # once into the volume; from then on Redis rewrites it itself (Sentinel
   # sets its replicaof at a failover), so a restart comes back in the role
@@ -379,7 +449,7 @@ locals {
     if [ ! -s "$conf" ]; then
       primary=""
       for s in $sentinels; do
-        a=$(redis-cli --no-auth-warning -h "$${s%:*}" -p "$${s#*:}" sentinel get-master-addr-by-name "$MASTER" 2>/dev/null | tr '\n' ' ' | sed 's/ $//')
+        a=$(redis-cli $${REDIS_CLI_ARGS:-} --no-auth-warning -h "$${s%:*}" -p "$${s#*:}" sentinel get-master-addr-by-name "$MASTER" 2>/dev/null | tr '\n' ' ' | sed 's/ $//')
         case "$a" in *" "*) primary="$a"; break ;; esac
       done
       if [ -n "$primary" ] && [ "$primary" = "$me" ]; then
@@ -393,7 +463,7 @@ locals {
         # the primary, the other waits for it.
         for p in $peers; do
           [ "$p" = "$${me% *}:6379" ] && continue
-          role=$(redis-cli --no-auth-warning -h "$${p%:*}" -p "$${p#*:}" role 2>/dev/null | head -n 1)
+          role=$(redis-cli $${REDIS_CLI_ARGS:-} --no-auth-warning -h "$${p%:*}" -p "$${p#*:}" role 2>/dev/null | head -n 1)
           case "$role" in
             master) primary="$${p%:*} $${p#*:}" ;;
             slave) say "no Sentinel answers and the peer $p is a replica: waiting for a primary"; sleep $${RETRY_AFTER:-15}; exit 1 ;;

@@ -17,7 +17,7 @@ import (
 const (
 	API      = "integer-api" // reads and writes windows
 	Health   = "health"      // the Consul check: PING
-	Replica  = "replica"     // a replica's link to its primary
+	Replica  = "replica"     // a replica's link to its primary; the start scripts' ROLE
 	Sentinel = "sentinel"    // the Sentinels' monitoring and failover
 )
 
@@ -33,7 +33,7 @@ var rules = map[string]string{
 		"+evalsha +eval +script|load +zrevrange +zrevrangebyscore +hmget " +
 		"+get +set +del +exists +hget +hset +hincrby +zadd +zcard +zrange +zremrangebyrank",
 	Health:  "resetkeys resetchannels -@all +ping",
-	Replica: "resetkeys resetchannels -@all +psync +replconf +ping",
+	Replica: "resetkeys resetchannels -@all +psync +replconf +ping +role",
 	Sentinel: "resetkeys resetchannels &__sentinel__:hello -@all +multi +slaveof +replicaof +ping +exec +subscribe " +
 		"+config|rewrite +role +publish +info +client|setname +client|kill +script|kill",
 }
@@ -56,6 +56,35 @@ func File(prefix string, passwords map[string]string) (string, error) {
 		if !slices.Contains(Users, u) {
 			return "", fmt.Errorf("redis user %s: not a user of the store (%s)", u, strings.Join(Users, ", "))
 		}
+	}
+	return b.String(), nil
+}
+
+// sentinelRules are the users of the Sentinels: integer-api asks where
+// the primary is and follows a failover; the Redis and Sentinel start
+// scripts ask the same; the Sentinels talk to each other as Sentinel.
+var sentinelRules = map[string]string{
+	API: "-@all +ping +role +client|setname +sentinel|get-master-addr-by-name +sentinel|sentinels " +
+		"+sentinel|master +sentinel|replicas +subscribe +psubscribe +unsubscribe +punsubscribe &*",
+	Health:   "-@all +ping",
+	Replica:  "-@all +ping +sentinel|get-master-addr-by-name",
+	Sentinel: "+@all &*",
+}
+
+// SentinelUsers are the Sentinels' user lines (redis.conf syntax, fed to
+// each Sentinel at start). Each begins with reset: a Sentinel rewrites its
+// own config with the users it had, and a rotated password must replace,
+// not join, the old one.
+func SentinelUsers(passwords map[string]string) (string, error) {
+	var b strings.Builder
+	b.WriteString("user default reset off\n")
+	for _, u := range Users {
+		pw := passwords[u]
+		if len(pw) < 16 {
+			return "", fmt.Errorf("sentinel user %s: password missing or shorter than 16 characters", u)
+		}
+		sum := sha256.Sum256([]byte(pw))
+		fmt.Fprintf(&b, "user %s reset on #%s %s\n", u, hex.EncodeToString(sum[:]), sentinelRules[u])
 	}
 	return b.String(), nil
 }

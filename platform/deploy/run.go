@@ -46,7 +46,6 @@ var Services = []string{"redis", "redis-sentinel", "nsqlookupd", "nsqadmin", "ns
 // get the Consul ACL token and CA (ConsulSecrets).
 var Secrets = map[string][]string{
 	"redis":              {"redis_password"},
-	"redis-sentinel":     {"redis_password"},
 	"integer-api":        {"write_token", "redis_password"},
 	"integeraverage-cal": {"write_token"},
 }
@@ -298,6 +297,24 @@ func (o Options) writeSecrets(ctx context.Context, nomad *nomadapi.Client, jobs 
 		values[item] = v
 	}
 	if o.cluster() {
+		for name, at := range generatedDataSecrets {
+			v, err := o.secretAt(ctx, nomad, name, at.job, at.item)
+			if err != nil {
+				return err
+			}
+			values[name] = v
+		}
+		if err := dataSecretValues(values); err != nil {
+			return err
+		}
+		// The derived files too, for nomad/README.md's by-hand commands.
+		for item, name := range map[string]string{"nsq_grants": "nsq-grants.json", "redis_acl": "redis-acl", "sentinel_users": "sentinel-users"} {
+			if err := os.WriteFile(filepath.Join(o.Data, name), []byte(values[item]), 0o600); err != nil {
+				return err
+			}
+		}
+	}
+	if o.cluster() {
 		ca, err := os.ReadFile(o.env("CONSUL_CA"))
 		if err != nil {
 			return err
@@ -309,12 +326,18 @@ func (o Options) writeSecrets(ctx context.Context, nomad *nomadapi.Client, jobs 
 		if o.cluster() && contains(ConsulSecrets, job) {
 			items = append(items, "consul_token", "consul_ca")
 		}
+		if o.cluster() {
+			items = append(items, DataSecrets[job]...)
+		}
 		if len(items) == 0 {
 			continue
 		}
 		v := &nomadapi.Variable{Path: "nomad/jobs/" + job, Items: nomadapi.VariableItems{}}
 		for _, item := range items {
 			v.Items[item] = values[item]
+			if per, ok := values[job+"/"+item]; ok {
+				v.Items[item] = per
+			}
 		}
 		if job == "monitoring" && o.cluster() {
 			v.Items["consul_token"] = o.env("PROMETHEUS_CONSUL_TOKEN")
@@ -327,16 +350,21 @@ func (o Options) writeSecrets(ctx context.Context, nomad *nomadapi.Client, jobs 
 }
 
 func (o Options) secret(ctx context.Context, nomad *nomadapi.Client, item, job string) (string, error) {
-	file := filepath.Join(o.Data, strings.ReplaceAll(item, "_", "-"))
-	if item == "redis_password" {
-		file = filepath.Join(o.Data, "redis-password")
-	}
+	return o.secretAt(ctx, nomad, item, job, item)
+}
+
+// secretAt is the secret kept in .data/<name with dashes>, or else in the
+// item of job's Nomad variable (no job: none), or else a new one.
+func (o Options) secretAt(ctx context.Context, nomad *nomadapi.Client, name, job, item string) (string, error) {
+	file := filepath.Join(o.Data, strings.ReplaceAll(name, "_", "-"))
 	if b, err := os.ReadFile(file); err == nil && len(b) > 0 {
 		return string(b), os.Chmod(file, 0o600)
 	}
 	value := ""
-	if v, _, err := nomad.Variables().Read("nomad/jobs/"+job, (&nomadapi.QueryOptions{}).WithContext(ctx)); err == nil && v != nil {
-		value = v.Items[item]
+	if job != "" {
+		if v, _, err := nomad.Variables().Read("nomad/jobs/"+job, (&nomadapi.QueryOptions{}).WithContext(ctx)); err == nil && v != nil {
+			value = v.Items[item]
+		}
 	}
 	if value == "" {
 		b := make([]byte, 24)

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -562,6 +563,11 @@ func wantSecrets(job string, consulTLS bool) map[string][]string {
 		if consulTLS && j == job {
 			items = append(items, "consul_token", "consul_ca")
 		}
+	}
+	// The data plane's mutual TLS: on the cluster, and in the jobs that
+	// run only there (the Sentinels) whatever the target.
+	if consulTLS || slices.Contains(deploy.ClusterOnly, job) {
+		items = append(items, deploy.DataSecrets[job]...)
 	}
 	if len(items) == 0 {
 		return map[string][]string{}

@@ -1,6 +1,7 @@
-# Only what is needed: SSH and the HTTPS APIs/UIs from ssh_cidrs; the
-# agents' ports between the cluster's own hosts; Nomad's dynamic ports
-# between clients (services talk to each other there).
+# Only what is needed. Group "cluster", on every host: SSH and the HTTPS
+# APIs/UIs from ssh_cidrs, the agents' ports between the cluster's own
+# hosts, egress. Groups "servers" and "clients", one per role: the ports
+# the jobs use (nomad/*.nomad.hcl), open only from the hosts that use them.
 
 resource "aws_security_group" "cluster" {
   name        = "${var.cluster_name}-cluster"
@@ -64,13 +65,6 @@ resource "aws_security_group" "cluster" {
     to_port     = 4648
     self        = true
   }
-  ingress {
-    description = "Nomad dynamic ports: tasks between hosts"
-    protocol    = "tcp"
-    from_port   = 20000
-    to_port     = 32000
-    self        = true
-  }
   egress {
     description = "Updates, images, artifacts"
     protocol    = "-1"
@@ -78,4 +72,71 @@ resource "aws_security_group" "cluster" {
     to_port     = 0
     cidr_blocks = ["0.0.0.0/0"]
   }
+}
+
+# The servers' jobs: the Redis Sentinels alone (node pool "quorum", static
+# port 26379). The servers need no dynamic port from anyone.
+resource "aws_security_group" "servers" {
+  name        = "${var.cluster_name}-servers"
+  description = "loopstock ${var.cluster_name}: servers (Redis Sentinels)"
+  vpc_id      = aws_vpc.network.id
+  tags        = { Name = "${var.cluster_name}-servers" }
+}
+
+# The clients' jobs (node pool "default"): Redis on static port 6379, and
+# every other task (NSQ, the services, monitoring) on Nomad's dynamic ports.
+resource "aws_security_group" "clients" {
+  name        = "${var.cluster_name}-clients"
+  description = "loopstock ${var.cluster_name}: clients (Redis, NSQ, services, monitoring)"
+  vpc_id      = aws_vpc.network.id
+  tags        = { Name = "${var.cluster_name}-clients" }
+}
+
+# The role groups' rules are resources of their own: the two groups name
+# each other, which inline rules cannot do (a dependency cycle), and a group
+# must not mix inline rules with rule resources.
+
+resource "aws_vpc_security_group_ingress_rule" "sentinel_from_clients" {
+  security_group_id            = aws_security_group.servers.id
+  description                  = "Redis Sentinel from clients (integer-api, the Redis start script)"
+  ip_protocol                  = "tcp"
+  from_port                    = 26379
+  to_port                      = 26379
+  referenced_security_group_id = aws_security_group.clients.id
+}
+
+resource "aws_vpc_security_group_ingress_rule" "sentinel_from_servers" {
+  security_group_id            = aws_security_group.servers.id
+  description                  = "Redis Sentinel from the other Sentinels"
+  ip_protocol                  = "tcp"
+  from_port                    = 26379
+  to_port                      = 26379
+  referenced_security_group_id = aws_security_group.servers.id
+}
+
+resource "aws_vpc_security_group_ingress_rule" "redis_from_clients" {
+  security_group_id            = aws_security_group.clients.id
+  description                  = "Redis from clients (integer-api, replication, the Redis start script)"
+  ip_protocol                  = "tcp"
+  from_port                    = 6379
+  to_port                      = 6379
+  referenced_security_group_id = aws_security_group.clients.id
+}
+
+resource "aws_vpc_security_group_ingress_rule" "redis_from_servers" {
+  security_group_id            = aws_security_group.clients.id
+  description                  = "Redis from the Sentinels on the servers"
+  ip_protocol                  = "tcp"
+  from_port                    = 6379
+  to_port                      = 6379
+  referenced_security_group_id = aws_security_group.servers.id
+}
+
+resource "aws_vpc_security_group_ingress_rule" "dynamic_from_clients" {
+  security_group_id            = aws_security_group.clients.id
+  description                  = "Nomad dynamic ports from clients (services, nsqd, nsqlookupd, Prometheus scraping)"
+  ip_protocol                  = "tcp"
+  from_port                    = 20000
+  to_port                      = 32000
+  referenced_security_group_id = aws_security_group.clients.id
 }

@@ -3,7 +3,7 @@ resource "aws_instance" "server" {
   ami                    = data.aws_ami.flatcar.image_id
   instance_type          = var.server_type
   subnet_id              = aws_subnet.public[count.index % length(aws_subnet.public)].id
-  vpc_security_group_ids = [aws_security_group.cluster.id]
+  vpc_security_group_ids = [aws_security_group.cluster.id, aws_security_group.servers.id]
   iam_instance_profile   = aws_iam_instance_profile.host.name
   user_data              = module.ignition.servers[count.index]
 
