@@ -12,7 +12,7 @@ export PATH := $(BIN):$(PATH)
 # The test helpers find nsqd, nsqlookupd and consul here.
 export LOOPSTOCK_TOOLS := $(BIN)
 
-SERVICES   := integer-gen integeraverage-cal integer-api nsqd-gate
+SERVICES   := integer-gen integeraverage-cal integer-api nsqd-gate dataplane-probe
 NSQ_TOOLS  := $(BIN)/nsqd $(BIN)/nsqlookupd $(BIN)/nsqadmin $(BIN)/hivemind $(BIN)/bench_writer $(BIN)/bench_reader
 GO_SOURCES := $(shell find . -name '*.go' -not -path './.data/*' -not -path './tools/*' -not -path './platform/*') go.mod go.sum
 # The services' module (.) and the platform checks' module (platform/: Butane,
@@ -27,7 +27,7 @@ help: ## list the targets
 ## --- build ---------------------------------------------------------------
 
 .PHONY: build
-build: $(addprefix $(BIN)/,$(SERVICES)) ## build the three services and nsqd-gate into .bin/
+build: $(addprefix $(BIN)/,$(SERVICES)) ## build the three services, nsqd-gate and dataplane-probe into .bin/
 
 $(addprefix $(BIN)/,$(SERVICES)): $(GO_SOURCES)
 	@mkdir -p $(BIN)
