@@ -188,7 +188,7 @@ job "nsqd" {
           destination = "secrets/leaf.pem"
           perms       = "0600"
           change_mode = "restart"
-          splay       = "5m"
+          splay       = "1m"
         }
       }
       dynamic "template" {
@@ -197,7 +197,7 @@ job "nsqd" {
           data        = "{{ range caRoots }}{{ .RootCertPEM }}{{ end }}"
           destination = "secrets/roots.pem"
           change_mode = "restart"
-          splay       = "5m"
+          splay       = "1m"
         }
       }
 

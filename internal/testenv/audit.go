@@ -8,6 +8,8 @@ import (
 
 	"github.com/nsqio/go-nsq"
 
+	"github.com/loopstock/loopstock/internal/nsqtls"
+
 	"github.com/loopstock/loopstock/internal/window"
 	"github.com/loopstock/loopstock/internal/wire"
 )
@@ -47,7 +49,7 @@ func StartAudit(t testing.TB, nsqdTCP, topic, channel string) *Audit {
 func StartAuditWithTee(t testing.TB, nsqdTCP, topic, channel string, tee chan []byte) *Audit {
 	t.Helper()
 	a := &Audit{seen: map[auditKey]Record{}, Tee: tee}
-	a.consumer = newAuditConsumer(t, topic, channel, func(m *nsq.Message) error {
+	a.consumer = newAuditConsumer(t, topic, channel, nsqtls.Client{}, func(m *nsq.Message) error {
 		if a.record(m.Body) && a.Tee != nil {
 			select {
 			case a.Tee <- append([]byte(nil), m.Body...):
@@ -67,8 +69,15 @@ func StartAuditWithTee(t testing.TB, nsqdTCP, topic, channel string, tee chan []
 // port) is consumed again, its backlog included.
 func StartAuditLookupd(t testing.TB, lookupdHTTP []string, topic, channel string) *Audit {
 	t.Helper()
+	return StartAuditLookupdAs(t, lookupdHTTP, topic, channel, nsqtls.Client{})
+}
+
+// StartAuditLookupdAs is StartAuditLookupd with auth's credentials (nsqd
+// with TLS and AUTH: an auditor's certificate and secret).
+func StartAuditLookupdAs(t testing.TB, lookupdHTTP []string, topic, channel string, auth nsqtls.Client) *Audit {
+	t.Helper()
 	a := &Audit{seen: map[auditKey]Record{}}
-	a.consumer = newAuditConsumer(t, topic, channel, func(m *nsq.Message) error {
+	a.consumer = newAuditConsumer(t, topic, channel, auth, func(m *nsq.Message) error {
 		a.record(m.Body)
 		return nil
 	})
@@ -78,8 +87,9 @@ func StartAuditLookupd(t testing.TB, lookupdHTTP []string, topic, channel string
 	return a
 }
 
-func newAuditConsumer(t testing.TB, topic, channel string, handle nsq.HandlerFunc) *nsq.Consumer {
+func newAuditConsumer(t testing.TB, topic, channel string, auth nsqtls.Client, handle nsq.HandlerFunc) *nsq.Consumer {
 	cfg := nsq.NewConfig()
+	auth.Apply(cfg)
 	cfg.MaxInFlight = 1000
 	cfg.LookupdPollInterval = time.Second // also the reconnect delay after nsqd restarts
 	cfg.OutputBufferSize = -1             // as the averager: nothing waits in nsqd's write buffer

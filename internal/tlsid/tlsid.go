@@ -15,6 +15,7 @@ package tlsid
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -322,4 +323,18 @@ func (s *Source) ClientConfig(accept ...string) *tls.Config {
 func IsPeerError(err error) bool {
 	var pe *PeerError
 	return errors.As(err, &pe)
+}
+
+// Status is the certificate in use, for a service's /health: who it
+// says this is, until when, and which CA key signed it (the SubjectKeyId
+// of the root or intermediate, hex), so a rotation can be seen to reach
+// every instance.
+func (s *Source) Status() map[string]any {
+	if err := s.refresh(); err != nil {
+		return map[string]any{"error": err.Error()}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return map[string]any{"identity": s.id.String(), "not_after": s.cert.Leaf.NotAfter.UTC().Format(time.RFC3339),
+		"serial": s.cert.Leaf.SerialNumber.Text(16), "authority_key_id": hex.EncodeToString(s.cert.Leaf.AuthorityKeyId)}
 }

@@ -46,6 +46,10 @@ type cl struct {
 
 	failedUnits int
 	failedOn    *cluster.Host // the host a failing check was about, for the explanation
+
+	creds        *creds          // the test's leaves on the data plane (dataplane_test.go)
+	leafRotation *rotationResult // the leaf rotation, run first in hostLosses
+	release      struct{ url, sha256 string }
 }
 
 // check runs one named check and returns 0 when it passed, 1 when not.

@@ -310,13 +310,18 @@ func TestCluster(t *testing.T) {
 		api = "slow"
 		t.Errorf("no window with count 100 within 30 s of the jobs being healthy")
 	}
+	var dp *dataPlaneResult
+	dataPlaneFailed := c.check("the data plane lets no stranger in: dataplane-probe as a batch job without a certificate, and with integer-api's, is refused every publish, subscription, nsqd HTTP call, Redis write and window write", func() (err error) {
+		dp, err = c.intruders()
+		return err
+	})
 	var rolloutFailed int64
 	c.check("a rolling update of integer-api fails no request made through Consul", func() (err error) {
 		rolloutFailed, err = c.rollout()
 		return err
 	})
 	var losses []hostLoss
-	lossFailed := c.check("every role's host lost in turn under load (the leader server, the Redis primary's client, the active averager's client, a replaced client): every service passing again, the host back, no window lost or doubled", func() (err error) {
+	lossFailed := c.check("every leaf certificate renewed at once (a root rotation) and then every role's host lost in turn under load (the leader server, the Redis primary's client, the active averager's client, a replaced client): every service passing again, the host back, no window lost or doubled", func() (err error) {
 		losses, err = c.hostLosses()
 		for _, l := range losses {
 			if l.role != "leader server" && l.recovered > clientLossWithin && err == nil {
@@ -339,8 +344,11 @@ func TestCluster(t *testing.T) {
 		readGap, writeGap = max(readGap, l.readGap), max(writeGap, l.writeGap)
 		lost, doubled = lost+l.lost, doubled+l.dup
 	}
-	fmt.Printf("%s jobs=%d/%d passing=%d/%d api=%s rollout_failed=%d host_loss=%d/4 lost=%d doubled=%d read_gap_max=%.1f write_gap_max=%.1f replaced_client=%s monitoring=ok targets=%d/%d dashboard_exprs=%d/%d rules=%d alert_fired=ok\n", summary,
-		jobs.jobsRunning, jobs.jobs, jobs.passing, jobs.services, api, rolloutFailed, len(losses), lost, doubled,
+	if c.leafRotation != nil {
+		lost, doubled = lost+c.leafRotation.lost, doubled+c.leafRotation.doubled
+	}
+	fmt.Printf("%s jobs=%d/%d passing=%d/%d api=%s data_plane=%s intruder_refused=%d/%d cert_rotation=%s rollout_failed=%d host_loss=%d/4 lost=%d doubled=%d read_gap_max=%.1f write_gap_max=%.1f replaced_client=%s monitoring=ok targets=%d/%d dashboard_exprs=%d/%d rules=%d alert_fired=ok\n", summary,
+		jobs.jobsRunning, jobs.jobs, jobs.passing, jobs.services, api, ok(dataPlaneFailed), dp.refused, dp.attempts, ok(lossFailed), rolloutFailed, len(losses), lost, doubled,
 		readGap.Seconds(), writeGap.Seconds(), ok(lossFailed), mon.targetsUp, mon.targets, mon.exprsData, mon.exprs, mon.rules)
 }
 

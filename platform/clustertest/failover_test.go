@@ -224,7 +224,18 @@ func (c *cl) channelOnEveryNSQD(channel string) error {
 				} `json:"channels"`
 			} `json:"topics"`
 		}
-		if _, err := testenv.GetJSON("http://"+e.Service.Address+":"+e.Service.Meta["http_port"]+"/stats?format=json&topic=integers", &stats); err != nil {
+		// nsqd's HTTP API through nsqd-gate, as the auditor (its grant reads stats).
+		auth, err := c.auditClient()
+		if err != nil {
+			return err
+		}
+		resp, err := auth.HTTPClient(3 * time.Second).Get("https://" + e.Service.Address + ":" + e.Service.Meta["https_port"] + "/stats?format=json&topic=integers")
+		if err != nil {
+			return err
+		}
+		err = json.NewDecoder(resp.Body).Decode(&stats)
+		resp.Body.Close()
+		if err != nil {
 			return err
 		}
 		found := false

@@ -20,6 +20,7 @@ import (
 	"github.com/loopstock/loopstock/internal/testenv"
 	"github.com/loopstock/loopstock/internal/windowcheck"
 	"github.com/loopstock/loopstock/platform/cluster"
+	"github.com/loopstock/loopstock/platform/deploy"
 )
 
 // A host lost for good, one role at a time, under load: what each loss
@@ -149,8 +150,7 @@ func redisPassword() string {
 func (c *cl) redisPrimary() (string, error) {
 	var errs []string
 	for _, s := range c.servers {
-		sc := redis.NewSentinelClient(&redis.Options{Addr: s.IP + ":26379", Password: redisPassword(),
-			DialTimeout: time.Second, ReadTimeout: time.Second, MaxRetries: -1})
+		sc := redis.NewSentinelClient(c.redisOptions(s.IP + ":26379"))
 		ctx, cancel := context.WithTimeout(c.ctx, 2*time.Second)
 		hp, err := sc.GetMasterAddrByName(ctx, "loopstock").Result()
 		cancel()
@@ -170,7 +170,7 @@ func (c *cl) storeInSync() error {
 	if err != nil {
 		return err
 	}
-	rc := redis.NewClient(&redis.Options{Addr: primary, Password: redisPassword(), DialTimeout: time.Second, ReadTimeout: time.Second, MaxRetries: -1})
+	rc := redis.NewClient(c.redisOptions(primary))
 	defer rc.Close()
 	ctx, cancel := context.WithTimeout(c.ctx, 2*time.Second)
 	defer cancel()
@@ -195,7 +195,7 @@ func (c *cl) storeInSync() error {
 func (c *cl) storeState() string {
 	var b strings.Builder
 	ask := func(addr string, args ...any) string {
-		rc := redis.NewClient(&redis.Options{Addr: addr, Password: redisPassword(), DialTimeout: time.Second, ReadTimeout: 2 * time.Second, MaxRetries: -1})
+		rc := redis.NewClient(c.redisOptions(addr))
 		defer rc.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		defer cancel()
@@ -269,8 +269,12 @@ func (c *cl) hostLosses() ([]hostLoss, error) {
 	if err != nil || len(lookupds) == 0 {
 		return nil, fmt.Errorf("no passing nsqlookupd in Consul: %v", err)
 	}
-	audit := testenv.StartAuditLookupd(c.t, lookupds, "integers", "audit")
-	c.waitFor("the audit channel on every nsqd", time.Minute, func() error { return c.channelOnEveryNSQD("audit") })
+	auth, err := c.auditClient()
+	if err != nil {
+		return nil, err
+	}
+	audit := testenv.StartAuditLookupdAs(c.t, lookupds, "integers", deploy.AuditChannel, auth)
+	c.waitFor("the audit channel on every nsqd", time.Minute, func() error { return c.channelOnEveryNSQD(deploy.AuditChannel) })
 	auditFrom := time.Now().Add(time.Second)
 	c.waitFor("the store in sync", 2*time.Minute, c.storeInSync)
 	reader := c.startGapReader()
@@ -291,6 +295,15 @@ func (c *cl) hostLosses() ([]hostLoss, error) {
 			}
 		}
 	}()
+
+	// First every leaf renewed at once, under the same audit and reader.
+	rot, err := c.certRotation(reader, audit, auditFrom)
+	c.leafRotation = rot
+	if err != nil {
+		return nil, fmt.Errorf("the certificate rotation: %w", err)
+	}
+	c.st.logf("cert rotation: %d leaves renewed; reads unavailable %.1fs, no new window for %.1fs; windows=%d lost=%d doubled=%d",
+		rot.renewed, rot.readGap.Seconds(), rot.writeGap.Seconds(), rot.windows, rot.lost, rot.doubled)
 
 	var out []hostLoss
 	for _, role := range []string{"leader server", "Redis primary's client", "active averager's client", "replaced client"} {

@@ -86,7 +86,11 @@ type elector struct {
 func (e *elector) health() (bool, map[string]any) {
 	isLeader, _ := e.state.Load("leader")
 	fence, _ := e.state.Load("fence")
-	return true, map[string]any{"leader": isLeader == true, "fence": fence}
+	out := map[string]any{"leader": isLeader == true, "fence": fence}
+	if e.auth.Enabled() {
+		out["tls"] = e.auth.TLS.Status()
+	}
+	return true, out
 }
 
 // run campaigns and leads until ctx ends; it returns only a fatal error.

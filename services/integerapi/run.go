@@ -59,6 +59,9 @@ func Run(ctx context.Context, o Options, log *logrus.Entry) error {
 				if sentinels != nil {
 					out = sentinels.health()
 				}
+				if certs != nil {
+					out["tls"] = certs.Status()
+				}
 				out["redis"] = "ok"
 				if err := store.Ping(pctx); err != nil {
 					out["redis"] = err.Error()

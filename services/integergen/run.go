@@ -52,7 +52,11 @@ func Run(ctx context.Context, o Options, log *logrus.Entry) error {
 		return svc.Service{
 			Health: func() (bool, map[string]any) {
 				index, hw := coord.State()
-				return true, map[string]any{"index": index, "lease_hw_slot": hw, "nsqd": pub.Addr(), "queued": g.queued.Load()}
+				out := map[string]any{"index": index, "lease_hw_slot": hw, "nsqd": pub.Addr(), "queued": g.queued.Load()}
+				if auth.Enabled() {
+					out["tls"] = auth.TLS.Status()
+				}
+				return true, out
 			},
 			Work: func(ctx context.Context) error {
 				log.WithFields(logrus.Fields{"interval": o.Interval, "min": o.Min, "max": o.Max, "topic": o.Topic}).Info("integer-gen started")
