@@ -118,11 +118,12 @@ job "redis" {
         change_mode = "noop"
       }
 
-      # The password: fed to redis-server on stdin, so it is on no command
-      # line and never written into the config Redis rewrites. With
+      # The secrets: fed to redis-server on stdin, so they are on no command
+      # line (a config rewrite, at a failover, copies masterauth into the
+      # volume's redis.conf, 0600 like the data beside it). With
       # consul_tls: TLS only, client certificates required, the ACL users
-      # of internal/redisacl (the default user off), replication over TLS
-      # as the replica user.
+      # of internal/redisacl (the default user off, in an aclfile that no
+      # rewrite copies), replication over TLS as the replica user.
       template {
         data        = var.consul_tls ? local.redis_tls_conf : local.redis_password_conf
         destination = "secrets/auth.conf"

@@ -27,6 +27,7 @@ import (
 	"github.com/loopstock/loopstock/services/averager"
 	"github.com/loopstock/loopstock/services/integerapi"
 	"github.com/loopstock/loopstock/services/integergen"
+	"github.com/loopstock/loopstock/services/nsqdgate"
 )
 
 // target is what make nomad-run hands every job on one target: the shared
@@ -448,6 +449,7 @@ func TestTaskSettingsAreAcceptedByTheBinaries(t *testing.T) {
 		integergen.Name: func(a []string) error { _, err := integergen.ParseArgs(a); return err },
 		averager.Name:   func(a []string) error { _, err := averager.ParseArgs(a); return err },
 		integerapi.Name: func(a []string) error { _, err := integerapi.ParseArgs(a); return err },
+		nsqdgate.Name:   func(a []string) error { _, err := nsqdgate.ParseArgs(a); return err },
 	}
 	seen := map[string]bool{}
 	for _, p := range parseAll(t) {
