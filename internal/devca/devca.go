@@ -1,6 +1,6 @@
 // Package devca is a throwaway certificate authority shaped like Consul's
 // built-in Connect CA: a root whose URI is the trust domain, and leaf
-// certificates that carry one SPIFFE service URI and Consul's common name.
+// certificates that carry one SPIFFE service URI and no common name.
 // Tests use it to exercise the TLS paths against real nsqd and Redis; it is
 // never a cluster's CA (Consul issues those certificates).
 package devca
@@ -12,7 +12,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
-	"fmt"
 	"math/big"
 	"net/url"
 	"os"
@@ -81,14 +80,9 @@ func (ca *CA) LeafFor(id tlsid.Identity, ttl time.Duration) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	td := id.TrustDomain
-	if len(td) > 8 {
-		td = td[:8]
-	}
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(),
-		// Consul's ServiceCN: <service>.svc.<namespace>.<trust domain, 8 characters>.consul.
-		Subject:   pkix.Name{CommonName: fmt.Sprintf("%s.svc.%s.%s.consul", id.Service, id.Namespace, td)},
+		// As Consul 1.14's leaves: no common name, the URI is the identity.
 		URIs:      []*url.URL{id.URI()},
 		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(ttl),
 		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment | x509.KeyUsageKeyAgreement,

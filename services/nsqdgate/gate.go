@@ -28,11 +28,14 @@ type authAnswer struct {
 }
 
 // AuthHandler answers nsqd's auth queries (GET /auth?secret=…&tls=…&
-// common_name=…): the grant of the secret, when the connection is TLS and
-// its certificate's common name is the same service's (Consul names a
-// leaf <service>.svc.<namespace>.<trust domain>.consul; nsqd has verified
-// its chain). ttl is how long nsqd keeps an answer: a revoked secret stops
-// working within it.
+// common_name=…): the grant of the secret, when the connection is TLS
+// (nsqd has verified its certificate's chain to the cluster's CA). nsqd
+// passes on only the certificate's common name, which Consul's leaves
+// leave empty (their identity is the URI): on nsqd's TCP protocol the
+// secret says which service it is. A common name, when a CA sets one,
+// must be the grant's service (<service>.svc.…, Consul's old form). ttl
+// is how long nsqd keeps an answer: a revoked secret stops working within
+// it.
 func AuthHandler(grants func() (*Grants, error), ttl time.Duration, log *logrus.Entry) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/auth" {
@@ -43,8 +46,9 @@ func AuthHandler(grants func() (*Grants, error), ttl time.Duration, log *logrus.
 		fields := logrus.Fields{"remote_ip": q.Get("remote_ip"), "common_name": q.Get("common_name")}
 		refuse := func(why string) {
 			log.WithFields(fields).Warn("nsqd client refused: " + why)
-			// nsqd tells the client only "AUTH failed"; the reason is logged here.
-			http.Error(w, why, http.StatusForbidden)
+			// nsqd tells the client only "AUTH failed"; the reason is logged
+			// here. 401, not 403: nsqd takes a 403 for "retry over HTTPS".
+			http.Error(w, why, http.StatusUnauthorized)
 		}
 		g, err := grants()
 		if err != nil {
@@ -64,7 +68,7 @@ func AuthHandler(grants func() (*Grants, error), ttl time.Duration, log *logrus.
 			return
 		}
 		fields["service"] = gr.Service
-		if !strings.HasPrefix(q.Get("common_name"), gr.Service+".svc.") {
+		if cn := q.Get("common_name"); cn != "" && !strings.HasPrefix(cn, gr.Service+".svc.") {
 			refuse("the secret of " + gr.Service + " sent with another service's certificate")
 			return
 		}

@@ -3,9 +3,9 @@
 // gate says what the holder may do:
 //
 //   - on nsqd's TCP protocol, as nsqd's auth server (--auth-http-address,
-//     on loopback): a client sends its service's secret (AUTH) over TLS,
-//     and the grant of that secret applies only when the certificate
-//     nsqd verified is the same service's;
+//     on loopback): a client with a certificate of the cluster's CA (nsqd
+//     checks its chain) sends its service's secret (AUTH), and gets that
+//     secret's grant;
 //   - on nsqd's HTTP API, which nsqd never authorizes, as the only way in
 //     from the network: an HTTPS listener that checks the client's SPIFFE
 //     URI and lets each service through to the few calls it needs, while
