@@ -229,3 +229,22 @@ func TestTheHTTPAPIIsReachableOnlyThroughTheGate(t *testing.T) {
 		t.Errorf("a certificate of another CA: %d %q, want the handshake refused", code, body)
 	}
 }
+
+// nsqlookupd accepts any registration, so a fake nsqd can be listed: a
+// client sends it nothing, since its certificate does not say nsqd.
+func TestAClientRefusesAnNSQDWhoseCertificateIsNotNSQDs(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs nsqd")
+	}
+	s := testenv.StartSecureNSQ(t)
+	fakeFiles := testenv.CertFiles(t, s.CA, "integer-api") // a valid leaf of another service
+	fake := testenv.StartNSQTLS(t, testenv.NSQDTLS{Cert: fakeFiles.Cert, Roots: fakeFiles.Roots, AuthAddr: testenv.Addr(testenv.FreePort(t))})
+	err := publish(t, fake.NSQDTCP, "integers", s.Client(t, "integer-gen"), nil)
+	if err == nil || !strings.Contains(err.Error(), `service "integer-api" may not talk to`) {
+		t.Errorf("publishing to an nsqd holding integer-api's certificate: %v, want the server refused by name", err)
+	}
+	// The positive control: the real nsqd.
+	if err := publish(t, s.NSQDTCP, "integers", s.Client(t, "integer-gen"), nil); err != nil {
+		t.Errorf("publishing to the real nsqd: %v", err)
+	}
+}
