@@ -114,6 +114,7 @@ job "integer-api" {
           INTEGER_API_REDIS_PASSWORD={{ .redis_password }}{{ end }}
         EOT
         destination = "secrets/token.env"
+        perms       = "0600"
         env         = true
         change_mode = "restart"
       }
@@ -127,6 +128,7 @@ job "integer-api" {
             {{ with nomadVar "nomad/jobs/integer-api" }}CONSUL_HTTP_TOKEN={{ .consul_token }}{{ end }}
           EOT
           destination = "secrets/consul.env"
+          perms       = "0600"
           env         = true
           change_mode = "restart"
         }

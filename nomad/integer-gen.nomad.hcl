@@ -114,6 +114,7 @@ job "integer-gen" {
             {{ with nomadVar "nomad/jobs/integer-gen" }}CONSUL_HTTP_TOKEN={{ .consul_token }}{{ end }}
           EOT
           destination = "secrets/consul.env"
+          perms       = "0600"
           env         = true
           change_mode = "restart"
         }
@@ -163,6 +164,7 @@ job "integer-gen" {
             {{ with nomadVar "nomad/jobs/integer-gen" }}INTEGER_GEN_NSQ_AUTH_SECRET={{ .nsq_secret }}{{ end }}
           EOT
           destination = "secrets/nsq.env"
+          perms       = "0600"
           env         = true
           change_mode = "restart"
           splay       = "30s"

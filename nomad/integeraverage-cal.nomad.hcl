@@ -102,6 +102,7 @@ job "integeraverage-cal" {
           {{ with nomadVar "nomad/jobs/integeraverage-cal" }}INTEGERAVERAGE_CAL_WRITE_TOKEN={{ .write_token }}{{ end }}
         EOT
         destination = "secrets/token.env"
+        perms       = "0600"
         env         = true
         change_mode = "restart"
       }
@@ -115,6 +116,7 @@ job "integeraverage-cal" {
             {{ with nomadVar "nomad/jobs/integeraverage-cal" }}CONSUL_HTTP_TOKEN={{ .consul_token }}{{ end }}
           EOT
           destination = "secrets/consul.env"
+          perms       = "0600"
           env         = true
           change_mode = "restart"
         }
@@ -164,6 +166,7 @@ job "integeraverage-cal" {
             {{ with nomadVar "nomad/jobs/integeraverage-cal" }}INTEGERAVERAGE_CAL_NSQ_AUTH_SECRET={{ .nsq_secret }}{{ end }}
           EOT
           destination = "secrets/nsq.env"
+          perms       = "0600"
           env         = true
           change_mode = "restart"
           splay       = "30s"

@@ -100,6 +100,7 @@ job "monitoring" {
             {{ with nomadVar "nomad/jobs/monitoring" }}{{ .consul_token }}{{ end }}
           EOT
           destination = "secrets/consul-token"
+          perms       = "0600"
           change_mode = "restart"
         }
       }

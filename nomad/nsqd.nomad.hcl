@@ -5,8 +5,8 @@
 #
 # On the cluster (consul_tls) nsqd requires TLS with a client certificate
 # from Consul's Connect CA on its TCP port, and asks nsqd-gate (a sidecar,
-# on loopback) what each client may do; its own HTTP API listens on
-# loopback only and the network reaches it through nsqd-gate's HTTPS
+# on loopback) what each client may do; its own HTTP API is a unix socket
+# in the allocation and the network reaches it through nsqd-gate's HTTPS
 # listener, which checks the caller's SPIFFE identity (docs/design.md,
 # "Trust").
 
@@ -24,8 +24,7 @@ job "nsqd" {
   group "nsqd" {
     network {
       port "tcp" {}
-      # nsqd's own HTTP API: on the cluster bound to loopback (the port
-      # number only is taken from Nomad); on a dev agent, the API itself.
+      # nsqd's own HTTP API on a dev agent (on the cluster a unix socket).
       port "http" {}
       # consul_tls: nsqd's own HTTPS (loopback), nsqd-gate's HTTPS for the
       # network and its auth server (loopback).
@@ -60,7 +59,7 @@ job "nsqd" {
       name = "nsqd"
       port = "tcp"
       meta {
-        http_port  = "${NOMAD_PORT_http}"
+        http_port  = var.consul_tls ? "" : "${NOMAD_PORT_http}"
         https_port = var.consul_tls ? "${NOMAD_PORT_https}" : ""
       }
       check {
@@ -104,7 +103,7 @@ job "nsqd" {
         env {
           NSQD_GATE_HTTPS_ADDR     = "${NOMAD_ADDR_https}"
           NSQD_GATE_AUTH_ADDR      = "127.0.0.1:${NOMAD_PORT_auth}"
-          NSQD_GATE_NSQD_HTTP_ADDR = "127.0.0.1:${NOMAD_PORT_http}"
+          NSQD_GATE_NSQD_HTTP_ADDR = "${NOMAD_ALLOC_DIR}/nsqd-http.sock"
           NSQD_GATE_GRANTS_FILE    = "${NOMAD_SECRETS_DIR}/grants.json"
           NSQD_GATE_TLS_CERT_FILE  = "${NOMAD_SECRETS_DIR}/leaf.pem"
           NSQD_GATE_TLS_ROOTS_FILE = "${NOMAD_SECRETS_DIR}/roots.pem"
@@ -274,10 +273,12 @@ locals {
     nsqlookupd_tcp_addresses = [{{ range $i, $s := service "nsqlookupd" }}{{ if $i }}, {{ end }}"{{ $s.Address }}:{{ index $s.ServiceMeta "tcp_port" }}"{{ end }}]
   EOT
   # consul_tls: TLS with a verified client certificate on TCP, AUTH asked
-  # of nsqd-gate, the HTTP API on loopback only (nsqd reads an empty
-  # https_address as its default, every interface: loopback here too).
+  # of nsqd-gate, the HTTP API on a unix socket in the allocation's
+  # directory, which nsqd-gate shares and no other job reaches (a loopback
+  # port any task on the host could call); its own HTTPS on loopback
+  # (nsqd reads an empty https_address as every interface).
   nsqd_tls_cfg = <<-EOT
-    http_address = "127.0.0.1:{{ env "NOMAD_PORT_http" }}"
+    http_address = "{{ env "NOMAD_ALLOC_DIR" }}/nsqd-http.sock"
     https_address = "127.0.0.1:{{ env "NOMAD_PORT_nsqd_https" }}"
     tls_cert = "{{ env "NOMAD_SECRETS_DIR" }}/leaf.pem"
     tls_key = "{{ env "NOMAD_SECRETS_DIR" }}/leaf.pem"

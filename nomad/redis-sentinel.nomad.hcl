@@ -105,9 +105,10 @@ job "redis-sentinel" {
       # for Redis (auth-pass): on stdin, on no command line.
       # Fed to the Sentinel on stdin, after its own sentinel.conf: TLS only
       # with client certificates (and to Redis), the Sentinels' ACL users
-      # (internal/redisacl: each line resets its user, so a rotated password
-      # replaces the one the Sentinel rewrote into its config), and the
-      # store's sentinel user towards Redis and the other Sentinels.
+      # (internal/redisacl) in an aclfile, which the Sentinel's rewrites of
+      # its config leave out (user lines there would be written back, and a
+      # user defined twice stops the next start), and the store's sentinel
+      # user towards Redis and the other Sentinels.
       template {
         data        = <<-EOT
           port 0
@@ -121,8 +122,8 @@ job "redis-sentinel" {
           {{ with nomadVar "nomad/jobs/redis-sentinel" }}sentinel auth-user loopstock sentinel
           sentinel auth-pass loopstock {{ .redis_sentinel_password }}
           sentinel sentinel-user sentinel
-          sentinel sentinel-pass {{ .redis_sentinel_password }}
-          {{ .sentinel_users }}{{ end }}
+          sentinel sentinel-pass {{ .redis_sentinel_password }}{{ end }}
+          aclfile {{ env "NOMAD_SECRETS_DIR" }}/users.acl
         EOT
         destination = "secrets/auth.conf"
         perms       = "0600"
@@ -134,7 +135,17 @@ job "redis-sentinel" {
           {{ with nomadVar "nomad/jobs/redis-sentinel" }}REDISCLI_AUTH={{ .redis_sentinel_password }}{{ end }}
         EOT
         destination = "secrets/redis.env"
+        perms       = "0600"
         env         = true
+        change_mode = "restart"
+        splay       = "30s"
+      }
+      template {
+        data        = <<-EOT
+          {{ with nomadVar "nomad/jobs/redis-sentinel" }}{{ .sentinel_users }}{{ end }}
+        EOT
+        destination = "secrets/users.acl"
+        perms       = "0600"
         change_mode = "restart"
         splay       = "30s"
       }

@@ -127,12 +127,14 @@ job "redis" {
       template {
         data        = var.consul_tls ? local.redis_tls_conf : local.redis_password_conf
         destination = "secrets/auth.conf"
+        perms       = "0600"
         change_mode = "restart"
         splay       = "30s"
       }
       template {
         data        = var.consul_tls ? local.redis_cli_tls_auth : local.redis_cli_password_auth
         destination = "secrets/redis.env"
+        perms       = "0600"
         env         = true
         change_mode = "restart"
         splay       = "30s"
@@ -255,6 +257,7 @@ job "redis" {
           {{ with nomadVar "nomad/jobs/redis" }}requirepass {{ .redis_password }}{{ end }}
         EOT
         destination = "secrets/redis.conf"
+        perms       = "0600"
         change_mode = "restart"
       }
 
@@ -264,6 +267,7 @@ job "redis" {
           {{ with nomadVar "nomad/jobs/redis" }}REDISCLI_AUTH={{ .redis_password }}{{ end }}
         EOT
         destination = "secrets/redis.env"
+        perms       = "0600"
         env         = true
         change_mode = "restart"
       }
@@ -353,6 +357,7 @@ job "redis" {
           {{ with nomadVar "nomad/jobs/redis" }}requirepass {{ .redis_password }}{{ end }}
         EOT
         destination = "secrets/redis.conf"
+        perms       = "0600"
         change_mode = "restart"
       }
 

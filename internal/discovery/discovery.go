@@ -74,6 +74,21 @@ func NSQD(service string) Contract {
 		Meta: map[string]string{"http_port": "nsqd's HTTP port (--http-address, 4151)"}}
 }
 
+// NSQDGate is nsqd's contract on the cluster (mutual TLS): its HTTP API is
+// reached through nsqd-gate's HTTPS port.
+func NSQDGate(service string) Contract {
+	return Contract{Service: service, Port: "nsqd's TCP port (--tcp-address, 4150)",
+		Meta: map[string]string{"https_port": "nsqd-gate's HTTPS port (its --https-addr)"}}
+}
+
+// NSQDFor is NSQD, or NSQDGate for a client with TLS.
+func NSQDFor(service string, tls bool) Contract {
+	if tls {
+		return NSQDGate(service)
+	}
+	return NSQD(service)
+}
+
 // NSQLookupd is nsqlookupd's contract: consumers use its HTTP port, nsqd
 // registers with its TCP port.
 func NSQLookupd(service string) Contract {

@@ -30,7 +30,7 @@ var rules = map[string]string{
 	// Lua runs with the caller's permissions: the commands of put.lua are
 	// here too (a test of the store under this user keeps the two equal).
 	API: "resetkeys ~{prefix}:* resetchannels -@all +ping +role +info +wait +select +client|setname " +
-		"+evalsha +eval +script|load +zrevrange +zrevrangebyscore +hmget " +
+		"+evalsha +script|load +zrevrange +zrevrangebyscore +hmget " +
 		"+get +set +del +exists +hget +hset +hincrby +zadd +zcard +zrange +zremrangebyrank",
 	Health:  "resetkeys resetchannels -@all +ping",
 	Replica: "resetkeys resetchannels -@all +psync +replconf +ping +role",
@@ -71,20 +71,19 @@ var sentinelRules = map[string]string{
 	Sentinel: "+@all &*",
 }
 
-// SentinelUsers are the Sentinels' user lines (redis.conf syntax, fed to
-// each Sentinel at start). Each begins with reset: a Sentinel rewrites its
-// own config with the users it had, and a rotated password must replace,
-// not join, the old one.
+// SentinelUsers is the Sentinels' aclfile. An aclfile, not user lines in
+// their config: a Sentinel rewrites its config with every user it has, and
+// refuses to start on a user defined twice.
 func SentinelUsers(passwords map[string]string) (string, error) {
 	var b strings.Builder
-	b.WriteString("user default reset off\n")
+	b.WriteString("user default off resetkeys resetchannels -@all\n")
 	for _, u := range Users {
 		pw := passwords[u]
 		if len(pw) < 16 {
 			return "", fmt.Errorf("sentinel user %s: password missing or shorter than 16 characters", u)
 		}
 		sum := sha256.Sum256([]byte(pw))
-		fmt.Fprintf(&b, "user %s reset on #%s %s\n", u, hex.EncodeToString(sum[:]), sentinelRules[u])
+		fmt.Fprintf(&b, "user %s on #%s %s\n", u, hex.EncodeToString(sum[:]), sentinelRules[u])
 	}
 	return b.String(), nil
 }

@@ -278,13 +278,19 @@ func (s *Source) ServerConfig(accept ...string) *tls.Config {
 // clients without a certificate (a health check): a certificate given is
 // verified all the same, and the handler decides with PeerIdentity.
 func (s *Source) ServerConfigOptional(accept ...string) *tls.Config {
-	cfg := s.ServerConfig(accept...)
+	return s.ServerConfigOptionalFunc(func() []string { return accept })
+}
+
+// ServerConfigOptionalFunc is ServerConfigOptional with the services
+// accepted asked at each handshake (a grants file read again).
+func (s *Source) ServerConfigOptionalFunc(accept func() []string) *tls.Config {
+	cfg := s.ServerConfig()
 	cfg.ClientAuth = tls.RequestClientCert
 	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
 		if len(cs.PeerCertificates) == 0 {
 			return nil
 		}
-		_, err := s.verify(cs.PeerCertificates, x509.ExtKeyUsageClientAuth, accept)
+		_, err := s.verify(cs.PeerCertificates, x509.ExtKeyUsageClientAuth, accept())
 		return err
 	}
 	return cfg
@@ -337,4 +343,36 @@ func (s *Source) Status() map[string]any {
 	defer s.mu.Unlock()
 	return map[string]any{"identity": s.id.String(), "not_after": s.cert.Leaf.NotAfter.UTC().Format(time.RFC3339),
 		"serial": s.cert.Leaf.SerialNumber.Text(16), "authority_key_id": hex.EncodeToString(s.cert.Leaf.AuthorityKeyId)}
+}
+
+// Check says what keeps the certificate material from working: a file
+// that cannot be used, or a certificate past its end (nil: it works). A
+// service's health check fails with it: every handshake would.
+func (s *Source) Check() error {
+	if err := s.refresh(); err != nil {
+		return err
+	}
+	if end := s.NotAfter(); s.now().After(end) {
+		return fmt.Errorf("the certificate of %s expired at %s: is Consul's CA reachable for its renewal?", s.Identity(), end.UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
+// Chain is the certificate in use and the intermediates that came with it.
+func (s *Source) Chain() ([]*x509.Certificate, error) {
+	if err := s.refresh(); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	raw := s.cert.Certificate
+	s.mu.Unlock()
+	out := make([]*x509.Certificate, 0, len(raw))
+	for _, der := range raw {
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, nil
 }

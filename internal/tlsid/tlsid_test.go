@@ -267,3 +267,23 @@ func TestParseURIAcceptsOnlyServiceIdentities(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckSaysWhenTheCertificateNoLongerWorks(t *testing.T) {
+	ca := newCA(t, "11111111-2222-3333-4444-555555555555.consul")
+	s, f := source(t, ca, "integer-api")
+	if err := s.Check(); err != nil {
+		t.Fatalf("a fresh leaf: %v", err)
+	}
+	expired, err := ca.Leaf("integer-api", -time.Second) // NotAfter already past
+	if err != nil {
+		t.Fatal(err)
+	}
+	replace(t, f.Cert, expired, 0o600)
+	if err := s.Check(); err == nil || !strings.Contains(err.Error(), "expired") {
+		t.Errorf("an expired leaf: %v, want it named expired", err)
+	}
+	replace(t, f.Cert, []byte("half written"), 0o600)
+	if err := s.Check(); err == nil {
+		t.Error("an unusable certificate file: no error")
+	}
+}

@@ -309,7 +309,11 @@ func (o Options) writeSecrets(ctx context.Context, nomad *nomadapi.Client, jobs 
 		}
 		// The derived files too, for nomad/README.md's by-hand commands.
 		for item, name := range map[string]string{"nsq_grants": "nsq-grants.json", "redis_acl": "redis-acl", "sentinel_users": "sentinel-users"} {
-			if err := os.WriteFile(filepath.Join(o.Data, name), []byte(values[item]), 0o600); err != nil {
+			path := filepath.Join(o.Data, name)
+			if err := os.WriteFile(path, []byte(values[item]), 0o600); err != nil {
+				return err
+			}
+			if err := os.Chmod(path, 0o600); err != nil { // an older file keeps its mode otherwise
 				return err
 			}
 		}

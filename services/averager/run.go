@@ -50,16 +50,16 @@ func Run(ctx context.Context, o Options, log *logrus.Entry) error {
 		if auth.Enabled() {
 			writer.WithTLS(auth.TLS, o.APIService)
 		}
-		e := &elector{o: o, rt: rt, m: newMetrics(rt.Metrics), log: log, auth: auth,
+		nsqds := discovery.Follow(ctx, rt.Consul, discovery.NSQDFor(o.NSQDService, auth.Enabled()), log)
+		e := &elector{o: o, rt: rt, m: newMetrics(rt.Metrics), log: log, auth: auth, nsqds: nsqds,
 			lookupds: discovery.Follow(ctx, rt.Consul, discovery.NSQLookupd(o.LookupdService), log),
 			writer:   writer,
-			dead: &deadLetter{pub: nsqpub.New(discovery.NodeName(rt.Consul), discovery.Follow(ctx, rt.Consul, discovery.NSQD(o.NSQDService), log),
-				o.DeadLetterTopic, 5*time.Second, log)},
+			dead:     &deadLetter{pub: nsqpub.New(discovery.NodeName(rt.Consul), nsqds, o.DeadLetterTopic, 5*time.Second, log)},
 		}
 		e.dead.pub.Auth = auth
 		// Every averager, standby or active, reports every nsqd: the backlog
 		// is watched even while no averager leads.
-		rt.Metrics.MustRegister(newNSQDCollector(discovery.FollowAll(ctx, rt.Consul, discovery.NSQD(o.NSQDService), log), o, auth, log))
+		rt.Metrics.MustRegister(newNSQDCollector(discovery.FollowAll(ctx, rt.Consul, discovery.NSQDFor(o.NSQDService, auth.Enabled()), log), o, auth, log))
 		log.WithFields(logrus.Fields{"window": o.Window, "topic": o.Topic, "channel": o.Channel}).Info("integeraverage-cal started; campaigning for the leader lock")
 		return svc.Service{
 			Health: e.health,
@@ -76,6 +76,7 @@ type elector struct {
 	m        *metrics
 	log      *logrus.Entry
 	lookupds *discovery.Watch
+	nsqds    *discovery.Watch // passing nsqd in Consul: the consumer's sources with TLS
 	writer   Writer
 	dead     *deadLetter
 	auth     nsqtls.Client
@@ -89,6 +90,10 @@ func (e *elector) health() (bool, map[string]any) {
 	out := map[string]any{"leader": isLeader == true, "fence": fence}
 	if e.auth.Enabled() {
 		out["tls"] = e.auth.TLS.Status()
+		if err := e.auth.TLS.Check(); err != nil {
+			out["tls_error"] = err.Error()
+			return false, out
+		}
 	}
 	return true, out
 }
@@ -122,7 +127,11 @@ func (e *elector) run(ctx context.Context) error {
 		agg := newAggregator(cfg, term.Fence, e.writer, e.dead, e.m, tlog)
 		agg.collisions = collisions
 		began := time.Now()
-		err = lead(ctx, term, o, e.auth, e.lookupds, agg, tlog)
+		sources := e.lookupds
+		if e.auth.Enabled() {
+			sources = e.nsqds
+		}
+		err = lead(ctx, term, o, e.auth, sources, agg, tlog)
 		e.m.leader.Set(0)
 		e.state.Store("leader", false)
 		if rerr := term.Resign(); rerr != nil {
@@ -170,7 +179,13 @@ func (b *backoff) next() time.Duration {
 func (b *backoff) reset() { b.last = 0 }
 
 // lead consumes while term lasts.
-func lead(ctx context.Context, term *leader.Term, o Options, auth nsqtls.Client, lookupds *discovery.Watch, agg *Aggregator, log *logrus.Entry) error {
+// sources are the nsqlookupd instances the consumer asks for nsqd; with
+// TLS, the nsqd instances themselves, as Consul lists them: go-nsq starts
+// TLS only when the server offers it, so an nsqd that nsqlookupd names
+// (anyone may register there) could keep a connection plaintext, feed it
+// forged integers and ask for the secret; Consul's nsqd registrations
+// need an ACL token only Nomad's has.
+func lead(ctx context.Context, term *leader.Term, o Options, auth nsqtls.Client, sources *discovery.Watch, agg *Aggregator, log *logrus.Entry) error {
 	termCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {
@@ -207,7 +222,11 @@ func lead(ctx context.Context, term *leader.Term, o Options, auth nsqtls.Client,
 	followed := make(chan struct{})
 	go func() {
 		defer close(followed)
-		followLookupds(termCtx, consumer, lookupds, log)
+		if auth.Enabled() {
+			followNSQDs(termCtx, consumer, sources, o.LookupdPollInterval, log)
+		} else {
+			followLookupds(termCtx, consumer, sources, log)
+		}
 	}()
 
 	err = agg.Run(termCtx, in)
@@ -255,6 +274,52 @@ func followLookupds(ctx context.Context, c *nsq.Consumer, w *discovery.Watch, lo
 		case <-ctx.Done():
 			return
 		case <-changed:
+		}
+	}
+}
+
+// followNSQDs connects the consumer to every passing nsqd in Consul and
+// follows changes until ctx ends. go-nsq reconnects on its own to an nsqd
+// whose connection broke, not to one whose first connection failed: that
+// one is tried again here every retry. One that leaves Consul is
+// disconnected.
+func followNSQDs(ctx context.Context, c *nsq.Consumer, w *discovery.Watch, retry time.Duration, log *logrus.Entry) {
+	connected := map[string]bool{}
+	for {
+		list, changed, _ := w.Current()
+		want := map[string]bool{}
+		for _, i := range list {
+			want[i.Addr()] = true
+		}
+		failed := false
+		for addr := range want {
+			if connected[addr] {
+				continue
+			}
+			if err := c.ConnectToNSQD(addr); err != nil && !errors.Is(err, nsq.ErrAlreadyConnected) {
+				log.WithError(err).WithField("nsqd", addr).Warn("connecting to nsqd")
+				failed = true
+				continue
+			}
+			connected[addr] = true
+			log.WithField("nsqd", addr).Info("consuming from nsqd (listed in consul)")
+		}
+		for addr := range connected {
+			if !want[addr] {
+				c.DisconnectFromNSQD(addr)
+				delete(connected, addr)
+				log.WithField("nsqd", addr).Info("nsqd left consul; disconnected")
+			}
+		}
+		var again <-chan time.Time
+		if failed {
+			again = time.After(retry)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		case <-again:
 		}
 	}
 }

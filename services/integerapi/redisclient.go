@@ -123,8 +123,15 @@ func DialSentinels(sentinels *discovery.Watch, master string, o ClientOptions) *
 				i %= len(list) // fewer Sentinels than slots: some twice
 				return o.dial(ctx, network, list[i].Addr(), SentinelIdentity)
 			}
-			// The primary the Sentinels named, or a Sentinel they told of.
-			return o.dial(ctx, network, addr, RedisIdentity, SentinelIdentity)
+			// A Sentinel the others told of (Consul lists it too), or the
+			// primary they named: only a Redis may be that.
+			list, _, _ := sentinels.Current()
+			for _, s := range list {
+				if s.Addr() == addr {
+					return o.dial(ctx, network, addr, SentinelIdentity)
+				}
+			}
+			return o.dial(ctx, network, addr, RedisIdentity)
 		},
 		// Sentinels know integer-api by the same user and password as Redis.
 		SentinelUsername: o.Username, SentinelPassword: o.Password,

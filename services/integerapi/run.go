@@ -61,6 +61,10 @@ func Run(ctx context.Context, o Options, log *logrus.Entry) error {
 				}
 				if certs != nil {
 					out["tls"] = certs.Status()
+					if err := certs.Check(); err != nil {
+						out["tls_error"] = err.Error()
+						return false, out
+					}
 				}
 				out["redis"] = "ok"
 				if err := store.Ping(pctx); err != nil {

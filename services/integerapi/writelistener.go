@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	stdlog "log"
 	"net"
 	"net/http"
@@ -18,9 +19,10 @@ import (
 // the handler checks the identity again. Reads are served there too. A nil
 // writeListener (no TLS) does nothing.
 type writeListener struct {
-	ln     net.Listener
-	server *http.Server
-	log    *logrus.Entry
+	ln       net.Listener
+	server   *http.Server
+	log      *logrus.Entry
+	refusals io.Closer // the pipe of the server's error log
 }
 
 func listenWrites(addr string, h http.Handler, cfg *tls.Config, log *logrus.Entry) (*writeListener, error) {
@@ -30,7 +32,7 @@ func listenWrites(addr string, h http.Handler, cfg *tls.Config, log *logrus.Entr
 	}
 	// A refused handshake is a warning in the log, with its reason.
 	refusals := log.WithField("listener", "writes").WriterLevel(logrus.WarnLevel)
-	return &writeListener{ln: tls.NewListener(ln, cfg), log: log,
+	return &writeListener{ln: tls.NewListener(ln, cfg), log: log, refusals: refusals,
 		server: &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ErrorLog: stdlog.New(refusals, "", 0)}}, nil
 }
 
@@ -59,5 +61,6 @@ func (w *writeListener) shutdown(ctx context.Context) error {
 	}
 	err := w.server.Shutdown(ctx)
 	w.ln.Close() // not served yet: Shutdown does not know it
+	w.refusals.Close()
 	return err
 }

@@ -41,11 +41,11 @@ func Run(ctx context.Context, o Options, log *logrus.Entry) error {
 			Interval: o.Interval, Min: o.Min, Max: o.Max, MaxGenerators: o.MaxGenerators, PerSlot: o.PerSlot, LeaseAhead: o.LeaseAhead,
 		}, log)
 		registerCoordinationMetrics(rt.Metrics, coord)
-		nsqds := discovery.Follow(ctx, rt.Consul, discovery.NSQD(o.NSQDService), log)
 		auth, err := o.NSQ.Load(Name)
 		if err != nil {
 			return svc.Service{}, err
 		}
+		nsqds := discovery.Follow(ctx, rt.Consul, discovery.NSQDFor(o.NSQDService, auth.Enabled()), log)
 		pub := nsqpub.NewCopies(discovery.NodeName(rt.Consul), nsqds, o.Topic, o.PublishTimeout, o.NSQDCopies, log)
 		pub.Auth = auth
 		g := newGenerator(o, coord, newTopicPublisher(pub, nsqds, o.Topic, o.Channel, auth), m, log)
@@ -55,6 +55,10 @@ func Run(ctx context.Context, o Options, log *logrus.Entry) error {
 				out := map[string]any{"index": index, "lease_hw_slot": hw, "nsqd": pub.Addr(), "queued": g.queued.Load()}
 				if auth.Enabled() {
 					out["tls"] = auth.TLS.Status()
+					if err := auth.TLS.Check(); err != nil {
+						out["tls_error"] = err.Error()
+						return false, out
+					}
 				}
 				return true, out
 			},

@@ -1,7 +1,9 @@
 package nsqdgate
 
 import (
+	"context"
 	"encoding/json"
+	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
@@ -82,9 +84,20 @@ func AuthHandler(grants func() (*Grants, error), ttl time.Duration, log *logrus.
 // names its service (the TLS layer verified it), and only the calls that
 // service's grant allows reach nsqd. GET /ping needs no certificate (the
 // health check).
+//
+// nsqdHTTP is nsqd's own HTTP address: host:port on loopback, or the path
+// of a unix socket (the cluster's: in the allocation's directory, which no
+// other job can reach, unlike a loopback port).
 func HTTPGate(nsqdHTTP string, grants func() (*Grants, error), log *logrus.Entry) http.Handler {
 	target := &url.URL{Scheme: "http", Host: nsqdHTTP}
 	proxy := httputil.NewSingleHostReverseProxy(target)
+	if strings.HasPrefix(nsqdHTTP, "/") {
+		target.Host = "nsqd"
+		var d net.Dialer
+		proxy.Transport = &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return d.DialContext(ctx, "unix", nsqdHTTP)
+		}}
+	}
 	proxy.ErrorHandler = func(w http.ResponseWriter, r *http.Request, err error) {
 		log.WithError(err).Warn("nsqd did not answer")
 		http.Error(w, "nsqd did not answer: "+err.Error(), http.StatusBadGateway)

@@ -2,6 +2,7 @@ package nsqdgate
 
 import (
 	"encoding/json"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -63,5 +64,32 @@ func TestTheAuthServerBindsASecretToItsServicesCertificate(t *testing.T) {
 	}
 	if az := a.Authorizations[0]; az.Topic != "^integers$" || az.Channels[0] != "^averager$" || az.Permissions[0] != "subscribe" {
 		t.Errorf("the averager's authorization %+v, want subscribe to ^integers$ on ^averager$", az)
+	}
+}
+
+// On the cluster nsqd's HTTP API is a unix socket in the allocation's
+// directory: the gate reaches it there.
+func TestTheGateReachesNSQDOverAUnixSocket(t *testing.T) {
+	sock := t.TempDir() + "/nsqd-http.sock"
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("OK from " + r.URL.Path)) })}
+	go srv.Serve(ln)
+	defer srv.Close()
+	g, _ := ParseGrants([]byte(testGrants))
+	rec := httptest.NewRecorder()
+	HTTPGate(sock, func() (*Grants, error) { return g, nil }, logging.Discard()).ServeHTTP(rec, httptest.NewRequest("GET", "/ping", nil))
+	if rec.Code != 200 || rec.Body.String() != "OK from /ping" {
+		t.Errorf("GET /ping through the gate to a unix socket: %d %q", rec.Code, rec.Body.String())
+	}
+	if _, err := ParseArgs([]string{"--https-addr", "0.0.0.0:4152", "--nsqd-http-addr", sock, "--grants-file", "/g.json",
+		"--tls-cert-file", "/c.pem", "--tls-roots-file", "/r.pem"}); err != nil {
+		t.Errorf("a socket path for --nsqd-http-addr: %v", err)
+	}
+	if _, err := ParseArgs([]string{"--https-addr", "0.0.0.0:4152", "--nsqd-http-addr", "10.0.0.5:4151", "--grants-file", "/g.json",
+		"--tls-cert-file", "/c.pem", "--tls-roots-file", "/r.pem"}); err == nil || !strings.Contains(err.Error(), "loopback") {
+		t.Errorf("nsqd's HTTP on the network: %v, want refused (not on loopback)", err)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	stdlog "log"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -42,7 +43,8 @@ func Flags() []cli.Flag {
 	return append([]cli.Flag{
 		&cli.StringFlag{Name: "https-addr", EnvVars: env("https-addr"), Usage: "listen address of the HTTPS gate to nsqd's HTTP API, for the network (required)"},
 		&cli.StringFlag{Name: "auth-addr", Value: d.AuthAddr, EnvVars: env("auth-addr"), Usage: "listen address of the auth server nsqd asks (its --auth-http-address); keep it on loopback"},
-		&cli.StringFlag{Name: "nsqd-http-addr", Value: d.NSQDHTTPAddr, EnvVars: env("nsqd-http-addr"), Usage: "nsqd's own HTTP address, on loopback"},
+		&cli.StringFlag{Name: "nsqd-http-addr", Value: d.NSQDHTTPAddr, EnvVars: env("nsqd-http-addr"),
+			Usage: "nsqd's own HTTP address: host:port on loopback, or the absolute path of its unix socket"},
 		&cli.StringFlag{Name: "grants-file", EnvVars: env("grants-file"), Usage: "JSON file, mode 0600: which service (and secret) may publish, subscribe, read stats (required)"},
 		&cli.DurationFlag{Name: "auth-ttl", Value: d.AuthTTL, EnvVars: env("auth-ttl"), Usage: "how long nsqd keeps an authorization: a revoked secret stops working within it"},
 		&cli.StringFlag{Name: "log-level", Value: d.LogLevel, EnvVars: env("log-level"), Usage: "trace, debug, info, warn or error"},
@@ -54,12 +56,19 @@ func Flags() []cli.Flag {
 func ReadOptions(c *cli.Context) (Options, error) {
 	o := Options{HTTPSAddr: c.String("https-addr"), AuthAddr: c.String("auth-addr"), NSQDHTTPAddr: c.String("nsqd-http-addr"),
 		GrantsFile: c.String("grants-file"), AuthTTL: c.Duration("auth-ttl"), LogLevel: c.String("log-level"), LogFormat: c.String("log-format")}
+	socket := strings.HasPrefix(o.NSQDHTTPAddr, "/")
 	for _, f := range []struct{ flag, v string }{{"https-addr", o.HTTPSAddr}, {"auth-addr", o.AuthAddr}, {"nsqd-http-addr", o.NSQDHTTPAddr}} {
+		if f.flag == "nsqd-http-addr" && socket {
+			continue
+		}
 		if err := cliflags.CheckHostPort(f.v); err != nil {
 			return o, cliflags.Invalid(Name, f.flag, "%v", err)
 		}
 	}
 	for _, f := range []struct{ flag, v string }{{"auth-addr", o.AuthAddr}, {"nsqd-http-addr", o.NSQDHTTPAddr}} {
+		if f.flag == "nsqd-http-addr" && socket {
+			continue
+		}
 		if h, _, _ := net.SplitHostPort(f.v); !net.ParseIP(h).IsLoopback() {
 			return o, cliflags.Invalid(Name, f.flag, "%q is not on loopback: only this host's nsqd may reach it", f.v)
 		}
@@ -116,10 +125,15 @@ func Run(ctx context.Context, o Options, ready func(httpsAddr, authAddr string),
 	if err != nil {
 		return cliflags.Invalid(Name, "grants-file", "%v", err)
 	}
-	g, _ := gf.current()
-	var services []string
-	for _, gr := range g.Grants {
-		services = append(services, gr.Service)
+	// The services accepted are those of the grants of the moment: a grant
+	// added to the file needs no restart.
+	granted := func() []string {
+		g, _ := gf.current()
+		var services []string
+		for _, gr := range g.Grants {
+			services = append(services, gr.Service)
+		}
+		return services
 	}
 	authLn, err := net.Listen("tcp", o.AuthAddr)
 	if err != nil {
@@ -135,12 +149,12 @@ func Run(ctx context.Context, o Options, ready func(httpsAddr, authAddr string),
 	refusals := log.WithField("listener", "https").WriterLevel(logrus.WarnLevel)
 	defer refusals.Close()
 	gate := &http.Server{Handler: HTTPGate(o.NSQDHTTPAddr, gf.current, log), ReadHeaderTimeout: 5 * time.Second,
-		TLSConfig: certs.ServerConfigOptional(services...), ErrorLog: stdlog.New(refusals, "", 0)}
+		TLSConfig: certs.ServerConfigOptionalFunc(granted), ErrorLog: stdlog.New(refusals, "", 0)}
 	errs := make(chan error, 2)
 	go func() { errs <- auth.Serve(authLn) }()
 	go func() { errs <- gate.ServeTLS(gateLn, "", "") }()
 	log.WithFields(logrus.Fields{"https": gateLn.Addr().String(), "auth": authLn.Addr().String(), "identity": certs.Identity().String(),
-		"services": services}).Info("nsqd-gate serving")
+		"services": granted()}).Info("nsqd-gate serving")
 	if ready != nil {
 		ready(gateLn.Addr().String(), authLn.Addr().String())
 	}
