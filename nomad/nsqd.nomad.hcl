@@ -276,9 +276,11 @@ locals {
   # of nsqd-gate, the HTTP API on a unix socket in the allocation's
   # directory, which nsqd-gate shares and no other job reaches (a loopback
   # port any task on the host could call); its own HTTPS on loopback
-  # (nsqd reads an empty https_address as every interface).
+  # (nsqd reads an empty https_address as every interface). nsqlookupd
+  # refuses an nsqd without an HTTP port: the one it gets is nsqd-gate's.
   nsqd_tls_cfg = <<-EOT
     http_address = "{{ env "NOMAD_ALLOC_DIR" }}/nsqd-http.sock"
+    broadcast_http_port = {{ env "NOMAD_PORT_https" }}
     https_address = "127.0.0.1:{{ env "NOMAD_PORT_nsqd_https" }}"
     tls_cert = "{{ env "NOMAD_SECRETS_DIR" }}/leaf.pem"
     tls_key = "{{ env "NOMAD_SECRETS_DIR" }}/leaf.pem"
