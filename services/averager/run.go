@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/http/pprof"
 	"sync"
 	"time"
 
@@ -57,6 +58,8 @@ func Run(ctx context.Context, o Options, log *logrus.Entry) error {
 			dead:     &deadLetter{pub: nsqpub.New(discovery.NodeName(rt.Consul), nsqds, o.DeadLetterTopic, 5*time.Second, log)},
 		}
 		e.dead.pub.Auth = auth
+		// Where a stuck averager waits, for an operator (?debug=2).
+		rt.Mux.Handle("GET /debug/pprof/goroutine", pprof.Handler("goroutine"))
 		// Every averager, standby or active, reports every nsqd: the backlog
 		// is watched even while no averager leads.
 		rt.Metrics.MustRegister(newNSQDCollector(discovery.FollowAll(ctx, rt.Consul, discovery.NSQDFor(o.NSQDService, auth.Enabled()), log), o, auth, log))
