@@ -200,3 +200,34 @@ func TestWindowWritesNeedTheAveragersCertificateAndTheToken(t *testing.T) {
 		t.Errorf("GET /v1/integers/last on the plain listener: %d %v %+v", code, err, last)
 	}
 }
+
+// Redis replays its AOF at start as the default user, and re-checks each
+// transaction's commands against that user's rules: with the default user
+// off *and* without permissions, every transaction (each merged window)
+// was refused and left out, and a restart lost the history.
+func TestTheStoreKeepsItsWindowsAcrossARestartWithACLs(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs redis-server")
+	}
+	ca := testenv.NewCA(t)
+	r := testenv.StartSecureRedis(t, ca)
+	api := testenv.CertSource(t, ca, Name)
+	store := NewRedisStore(redis.NewClient(&redis.Options{Addr: r.Addr, Username: redisacl.API, Password: r.Passwords[redisacl.API],
+		TLSConfig: api.ClientConfig(RedisIdentity), MaxRetries: 3}), StoreOptions{Prefix: "loopstock", Retention: 100})
+	defer store.Close()
+	for i := 0; i < 3; i++ {
+		put(t, store, 5*i, 1, pc(0, 9, int64(100+i)))
+	}
+	r.Stop(10 * time.Second)
+	r.Start()
+	testenv.Eventually(t, 20*time.Second, "redis back", func() bool {
+		return r.Client(t, "redis", redisacl.Health).Ping(context.Background()).Err() == nil
+	})
+	ws, err := store.Latest(context.Background(), 10)
+	if err != nil || len(ws) != 3 {
+		t.Fatalf("after a restart the store holds %d windows (%v), want the 3 written before it:\n%s", len(ws), err, r.Output())
+	}
+	if strings.Contains(r.Output(), "AOF-loading-client") {
+		t.Errorf("Redis refused part of its AOF at start:\n%s", r.Output())
+	}
+}
