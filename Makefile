@@ -96,7 +96,7 @@ cleanup: stop ## stop the stack and delete its local data (.data/)
 
 # The deploy command (platform/cmd/nomad-run, on Nomad's and Consul's API
 # clients). On dev agents it runs the nomad binary of NOMAD_BIN, .bin/ or PATH.
-NOMAD_RUN_SOURCES := $(shell find platform/deploy platform/cmd/nomad-run -name '*.go' 2>/dev/null) platform/go.mod platform/go.sum
+NOMAD_RUN_SOURCES := $(shell find platform/deploy platform/cmd/nomad-run -name '*.go' 2>/dev/null) platform/go.mod platform/go.sum $(GO_SOURCES)
 
 $(BIN)/nomad-run: $(NOMAD_RUN_SOURCES)
 	@mkdir -p $(BIN)
