@@ -130,11 +130,7 @@ func (e *elector) run(ctx context.Context) error {
 		agg := newAggregator(cfg, term.Fence, e.writer, e.dead, e.m, tlog)
 		agg.collisions = collisions
 		began := time.Now()
-		sources := e.lookupds
-		if e.auth.Enabled() {
-			sources = e.nsqds
-		}
-		err = lead(ctx, term, o, e.auth, sources, agg, tlog)
+		err = lead(ctx, term, o, e.auth, e.lookupds, agg, tlog)
 		e.m.leader.Set(0)
 		e.state.Store("leader", false)
 		if rerr := term.Resign(); rerr != nil {
@@ -182,12 +178,9 @@ func (b *backoff) next() time.Duration {
 func (b *backoff) reset() { b.last = 0 }
 
 // lead consumes while term lasts.
-// sources are the nsqlookupd instances the consumer asks for nsqd; with
-// TLS, the nsqd instances themselves, as Consul lists them: go-nsq starts
-// TLS only when the server offers it, so an nsqd that nsqlookupd names
-// (anyone may register there) could keep a connection plaintext, feed it
-// forged integers and ask for the secret; Consul's nsqd registrations
-// need an ACL token only Nomad's has.
+// sources are the nsqlookupd instances the consumer asks for nsqd. With
+// TLS the consumer accepts only an nsqd whose certificate says nsqd; go-nsq
+// starts TLS only when the server offers it, though (docs/design.md §9).
 func lead(ctx context.Context, term *leader.Term, o Options, auth nsqtls.Client, sources *discovery.Watch, agg *Aggregator, log *logrus.Entry) error {
 	termCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -225,11 +218,7 @@ func lead(ctx context.Context, term *leader.Term, o Options, auth nsqtls.Client,
 	followed := make(chan struct{})
 	go func() {
 		defer close(followed)
-		if auth.Enabled() {
-			followNSQDs(termCtx, consumer, sources, o.LookupdPollInterval, log)
-		} else {
-			followLookupds(termCtx, consumer, sources, log)
-		}
+		followLookupds(termCtx, consumer, sources, log)
 	}()
 
 	err = agg.Run(termCtx, in)
@@ -277,52 +266,6 @@ func followLookupds(ctx context.Context, c *nsq.Consumer, w *discovery.Watch, lo
 		case <-ctx.Done():
 			return
 		case <-changed:
-		}
-	}
-}
-
-// followNSQDs connects the consumer to every passing nsqd in Consul and
-// follows changes until ctx ends. go-nsq reconnects on its own to an nsqd
-// whose connection broke, not to one whose first connection failed: that
-// one is tried again here every retry. One that leaves Consul is
-// disconnected.
-func followNSQDs(ctx context.Context, c *nsq.Consumer, w *discovery.Watch, retry time.Duration, log *logrus.Entry) {
-	connected := map[string]bool{}
-	for {
-		list, changed, _ := w.Current()
-		want := map[string]bool{}
-		for _, i := range list {
-			want[i.Addr()] = true
-		}
-		failed := false
-		for addr := range want {
-			if connected[addr] {
-				continue
-			}
-			if err := c.ConnectToNSQD(addr); err != nil && !errors.Is(err, nsq.ErrAlreadyConnected) {
-				log.WithError(err).WithField("nsqd", addr).Warn("connecting to nsqd")
-				failed = true
-				continue
-			}
-			connected[addr] = true
-			log.WithField("nsqd", addr).Info("consuming from nsqd (listed in consul)")
-		}
-		for addr := range connected {
-			if !want[addr] {
-				c.DisconnectFromNSQD(addr)
-				delete(connected, addr)
-				log.WithField("nsqd", addr).Info("nsqd left consul; disconnected")
-			}
-		}
-		var again <-chan time.Time
-		if failed {
-			again = time.After(retry)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-changed:
-		case <-again:
 		}
 	}
 }
