@@ -52,7 +52,7 @@ func Run(ctx context.Context, o Options, log *logrus.Entry) error {
 			writer.WithTLS(auth.TLS, o.APIService)
 		}
 		nsqds := discovery.Follow(ctx, rt.Consul, discovery.NSQDFor(o.NSQDService, auth.Enabled()), log)
-		e := &elector{o: o, rt: rt, m: newMetrics(rt.Metrics), log: log, auth: auth, nsqds: nsqds,
+		e := &elector{o: o, rt: rt, m: newMetrics(rt.Metrics), log: log, auth: auth,
 			lookupds: discovery.Follow(ctx, rt.Consul, discovery.NSQLookupd(o.LookupdService), log),
 			writer:   writer,
 			dead:     &deadLetter{pub: nsqpub.New(discovery.NodeName(rt.Consul), nsqds, o.DeadLetterTopic, 5*time.Second, log)},
@@ -79,7 +79,6 @@ type elector struct {
 	m        *metrics
 	log      *logrus.Entry
 	lookupds *discovery.Watch
-	nsqds    *discovery.Watch // passing nsqd in Consul: the consumer's sources with TLS
 	writer   Writer
 	dead     *deadLetter
 	auth     nsqtls.Client
