@@ -226,7 +226,7 @@ test-cluster: $(BIN)/consul $(BIN)/prometheus $(BIN)/alertmanager ## boot 3 serv
 	set -o pipefail && cd platform && \
 	CONSUL_BIN=$${CONSUL_BIN:-$(BIN)/consul} NOMAD_BIN=$$nomad IGNITION_BIN=$(BIN)/ignition \
 		go test -count=1 -v -timeout 35m -run '^TestCluster$$' ./clustertest 2>&1 | tee ../.data/test-cluster.log \
-		| { grep -E '^(--- |PASS|FAIL|ok |hosts=|debootstrap|cluster test:)|cluster_test.go|checks_test.go|jobs_test.go|failover_test.go' || true; }
+		| { grep -E '^(--- |PASS|FAIL|ok |hosts=|debootstrap|cluster test:)|^ +[a-z_]+_test\.go:[0-9]+:' || true; }
 
 .PHONY: test-terraform
 test-terraform: ## tofu validate of every example whose providers are at hand; tofu apply of the Ignition module must equal the Go rendering

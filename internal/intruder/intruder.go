@@ -11,9 +11,12 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -30,6 +33,10 @@ type Targets struct {
 	Redis     string
 	APIHTTP   string // integer-api's plain listener
 	APIWrites string // integer-api's mutual-TLS write listener
+	// NSQLookupdTCP is where nsqd registers: the probe registers an
+	// impostor nsqd there and waits ImpostorWait for a subscriber.
+	NSQLookupdTCP string
+	ImpostorWait  time.Duration
 }
 
 // Attempt is one try and what came of it.
@@ -79,7 +86,87 @@ func Run(ctx context.Context, t Targets, cert *tls.Certificate) []Attempt {
 		return put(&http.Client{Timeout: 3 * time.Second}, "http://"+t.APIHTTP)
 	})
 	try("integer-api: window write on the TLS listener", t.APIWrites, func() error { return put(httpsClient(cfg), "https://"+t.APIWrites) })
+	try("nsqlookupd: an impostor nsqd for the averager's channel", t.NSQLookupdTCP, func() error {
+		wait := t.ImpostorWait
+		if wait <= 0 {
+			wait = 20 * time.Second
+		}
+		return impostor(t.NSQLookupdTCP, wait)
+	})
 	return out
+}
+
+// impostor registers a plaintext nsqd of its own with nsqlookupd for the
+// averager's topic and channel, as anyone on the network can, and waits
+// for an NSQ client to connect to it: go-nsq starts TLS only when the
+// server offers it, so a client that did would subscribe, and could send
+// its secret, with no certificate checked. Refused when none came.
+func impostor(lookupdTCP string, wait time.Duration) error {
+	lookupd, err := net.DialTimeout("tcp", lookupdTCP, 3*time.Second)
+	if err != nil {
+		return err
+	}
+	defer lookupd.Close()
+	// Listen where nsqlookupd sees this host: its address on the cluster
+	// network.
+	host := lookupd.LocalAddr().(*net.TCPAddr).IP.String()
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+	port := ln.Addr().(*net.TCPAddr).Port
+	identify, _ := json.Marshal(map[string]any{"broadcast_address": host, "hostname": "dataplane-probe",
+		"tcp_port": port, "http_port": port, "version": "1.3.0"})
+	var req bytes.Buffer
+	req.WriteString("  V1IDENTIFY\n")
+	binary.Write(&req, binary.BigEndian, int32(len(identify)))
+	req.Write(identify)
+	req.WriteString("REGISTER integers averager\n")
+	lookupd.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := lookupd.Write(req.Bytes()); err != nil {
+		return fmt.Errorf("registering with nsqlookupd: %w", err)
+	}
+	for _, step := range []string{"IDENTIFY", "REGISTER"} {
+		resp, err := lookupdResponse(lookupd)
+		if err != nil {
+			return fmt.Errorf("nsqlookupd's answer to %s: %w", step, err)
+		}
+		if step == "REGISTER" && string(resp) != "OK" {
+			return fmt.Errorf("nsqlookupd refused the registration: %q", resp)
+		}
+	}
+	lookupd.SetDeadline(time.Time{})
+	deadline := time.Now().Add(wait)
+	ln.(*net.TCPListener).SetDeadline(deadline)
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return fmt.Errorf("registered as nsqd %s:%d with nsqlookupd; no NSQ client connected within %s", host, port, wait)
+		}
+		magic := make([]byte, 4)
+		c.SetDeadline(deadline)
+		_, err = io.ReadFull(c, magic)
+		c.Close()
+		if err == nil && string(magic) == "  V2" {
+			return nil // an NSQ client, in plaintext: let in
+		}
+		// Something else (a port scan): keep waiting.
+	}
+}
+
+// lookupdResponse reads one of nsqlookupd's answers: a size, then data.
+func lookupdResponse(r io.Reader) ([]byte, error) {
+	var n int32
+	if err := binary.Read(r, binary.BigEndian, &n); err != nil {
+		return nil, err
+	}
+	if n < 0 || n > 1<<20 {
+		return nil, fmt.Errorf("answer of %d bytes", n)
+	}
+	b := make([]byte, n)
+	_, err := io.ReadFull(r, b)
+	return b, err
 }
 
 func publish(addr string, cfg *tls.Config) error {

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nsqio/go-nsq"
+
 	"github.com/loopstock/loopstock/internal/intruder"
 	"github.com/loopstock/loopstock/internal/testenv"
 )
@@ -43,14 +45,29 @@ func TestTheSecuredDataPlaneRefusesEveryAttempt(t *testing.T) {
 }
 
 // The probe sees a hole: against nsqd and Redis without TLS or a password
-// the writes are let in.
+// the writes are let in, and a consumer that trusts nsqlookupd subscribes
+// to the probe's impostor nsqd.
 func TestTheProbeReportsWhatItWasLetIn(t *testing.T) {
 	if testing.Short() {
 		t.Skip("needs nsqd and redis-server")
 	}
 	n := testenv.StartNSQ(t)
 	r := testenv.StartRedis(t)
-	as := intruder.Run(context.Background(), intruder.Targets{NSQDTCP: n.NSQDTCP, NSQDHTTP: n.NSQDHTTP, Redis: r.Addr}, nil)
+	// A consumer that trusts nsqlookupd's answers, even with TLS asked for.
+	cfg := nsq.NewConfig()
+	cfg.LookupdPollInterval, cfg.TlsV1 = 100*time.Millisecond, true
+	cons, err := nsq.NewConsumer("integers", "averager", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cons.SetLogger(nil, nsq.LogLevelError)
+	cons.AddHandler(nsq.HandlerFunc(func(*nsq.Message) error { return nil }))
+	if err := cons.ConnectToNSQLookupd(n.LookupdHTTP); err != nil {
+		t.Fatal(err)
+	}
+	defer cons.Stop()
+	as := intruder.Run(context.Background(), intruder.Targets{NSQDTCP: n.NSQDTCP, NSQDHTTP: n.NSQDHTTP, Redis: r.Addr,
+		NSQLookupdTCP: n.LookupdTCP, ImpostorWait: 10 * time.Second}, nil)
 	let := map[string]bool{}
 	for _, a := range as {
 		if !a.Refused {
@@ -58,7 +75,7 @@ func TestTheProbeReportsWhatItWasLetIn(t *testing.T) {
 		}
 	}
 	for _, want := range []string{"nsqd: publish in plaintext (" + n.NSQDTCP + ")", "nsqd: HTTP publish on nsqd's own port (" + n.NSQDHTTP + ")",
-		"redis: write in plaintext (" + r.Addr + ")"} {
+		"redis: write in plaintext (" + r.Addr + ")", "nsqlookupd: an impostor nsqd for the averager's channel (" + n.LookupdTCP + ")"} {
 		if !let[want] {
 			t.Errorf("%q not reported as let in: %+v", want, as)
 		}

@@ -133,12 +133,29 @@ func startNSQ(t testing.TB, nsqdArgs []string) *NSQ {
 	n.LookupdTCP, n.LookupdHTTP, n.NSQDTCP, n.NSQDHTTP = Addr(lt), Addr(lh), Addr(dt), Addr(dh)
 	n.Lookupd = NewProc(t, "nsqlookupd", Tool(t, "nsqlookupd"), "-tcp-address", n.LookupdTCP, "-http-address", n.LookupdHTTP,
 		"-broadcast-address", "127.0.0.1", "-log-level", "warn")
-	n.NSQD = NewProc(t, "nsqd", Tool(t, "nsqd"), append([]string{"-tcp-address", n.NSQDTCP, "-http-address", n.NSQDHTTP,
-		"-lookupd-tcp-address", n.LookupdTCP, "-broadcast-address", "127.0.0.1", "-data-path", t.TempDir(),
-		"-mem-queue-size", "0", "-log-level", "warn"}, nsqdArgs...)...)
+	n.NSQD = newNSQD(t, n, nsqdArgs)
 	n.Lookupd.Start()
 	n.NSQD.Start()
 	WaitHTTP(t, "http://"+n.LookupdHTTP+"/ping")
+	WaitHTTP(t, "http://"+n.NSQDHTTP+"/ping")
+	return n
+}
+
+func newNSQD(t testing.TB, n *NSQ, args []string) *Proc {
+	return NewProc(t, "nsqd", Tool(t, "nsqd"), append([]string{"-tcp-address", n.NSQDTCP, "-http-address", n.NSQDHTTP,
+		"-lookupd-tcp-address", n.LookupdTCP, "-broadcast-address", "127.0.0.1", "-data-path", t.TempDir(),
+		"-mem-queue-size", "0", "-log-level", "warn"}, args...)...)
+}
+
+// StartImpostorNSQD starts a plaintext nsqd that registers with the
+// nsqlookupd at lookupdTCP, as anyone on the network could: for the tests
+// that a client does not trust nsqlookupd's answers. Only its NSQD fields
+// are set.
+func StartImpostorNSQD(t testing.TB, lookupdTCP string) *NSQ {
+	t.Helper()
+	n := &NSQ{LookupdTCP: lookupdTCP, NSQDTCP: Addr(FreePort(t)), NSQDHTTP: Addr(FreePort(t))}
+	n.NSQD = newNSQD(t, n, nil)
+	n.NSQD.Start()
 	WaitHTTP(t, "http://"+n.NSQDHTTP+"/ping")
 	return n
 }

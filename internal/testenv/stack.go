@@ -182,6 +182,15 @@ type ChannelStats struct {
 	Depth    int64 `json:"depth"`
 	InFlight int64 `json:"in_flight_count"`
 	Messages int64 `json:"message_count"`
+	// Clients are the channel's subscribers.
+	Clients []ClientStats `json:"clients"`
+}
+
+// ClientStats is what nsqd reports of one subscriber's connection.
+type ClientStats struct {
+	Remote string `json:"remote_address"`
+	TLS    bool   `json:"tls"`
+	Authed bool   `json:"authed"`
 }
 
 // TopicDepth is how many messages topic holds that it has not yet copied

@@ -9,8 +9,10 @@ import (
 	"encoding/pem"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -125,8 +127,9 @@ type dataPlaneResult struct {
 // intruders runs dataplane-probe as two batch jobs on the clients, one
 // with no certificate and one holding integer-api's (a taken-over host of
 // another service): each tries to publish to a probe topic, subscribe to
-// the averager's channel, call nsqd's HTTP API, write to Redis and write a
-// window. Every attempt must be refused.
+// the averager's channel, call nsqd's HTTP API, write to Redis, write a
+// window, and register an impostor nsqd with nsqlookupd for the averager
+// to subscribe to. Every attempt must be refused.
 func (c *cl) intruders() (*dataPlaneResult, error) {
 	targets, err := c.probeTargets()
 	if err != nil {
@@ -155,11 +158,51 @@ func (c *cl) intruders() (*dataPlaneResult, error) {
 		if len(let) > 0 {
 			return res, fmt.Errorf("%s was let in: %s", name, strings.Join(let, "; "))
 		}
-		if len(attempts) != 9 {
-			return res, fmt.Errorf("%s made %d attempts, want 9 (a target missing?)", name, len(attempts))
+		if len(attempts) != 10 {
+			return res, fmt.Errorf("%s made %d attempts, want 10 (a target missing?)", name, len(attempts))
 		}
 	}
+	// The impostor nsqd got no subscriber because the averager refused it,
+	// not because it could not be reached.
+	refused, err := c.averagerNSQDRefused()
+	if err != nil {
+		return res, err
+	}
+	if refused == 0 {
+		return res, fmt.Errorf("no averager counted a refused nsqd (integeraverage_cal_nsqd_refused_total) while the probes' impostors were in nsqlookupd")
+	}
+	c.st.logf("the averagers refused an nsqd not in Consul %.0f times", refused)
 	return res, nil
+}
+
+// averagerNSQDRefused sums integeraverage_cal_nsqd_refused_total over the
+// passing averagers.
+func (c *cl) averagerNSQDRefused() (float64, error) {
+	avgs, err := c.passing("integeraverage-cal")
+	if err != nil || len(avgs) == 0 {
+		return 0, fmt.Errorf("no passing integeraverage-cal: %v", err)
+	}
+	hc := &http.Client{Timeout: 5 * time.Second}
+	sum := 0.0
+	for _, a := range avgs {
+		resp, err := hc.Get("http://" + a + "/metrics")
+		if err != nil {
+			return 0, err
+		}
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			if v, ok := strings.CutPrefix(sc.Text(), "integeraverage_cal_nsqd_refused_total "); ok {
+				f, err := strconv.ParseFloat(v, 64)
+				if err != nil {
+					resp.Body.Close()
+					return 0, fmt.Errorf("%s/metrics: %q: %w", a, sc.Text(), err)
+				}
+				sum += f
+			}
+		}
+		resp.Body.Close()
+	}
+	return sum, nil
 }
 
 // probeTargets are a passing nsqd (its TCP port and nsqd-gate; its own
@@ -178,12 +221,17 @@ func (c *cl) probeTargets() ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	d, a := nsqds[0].Service, apis[0].Service
+	lookupds, err := c.healthy("nsqlookupd")
+	if err != nil || len(lookupds) == 0 {
+		return nil, fmt.Errorf("no passing nsqlookupd: %v", err)
+	}
+	d, a, l := nsqds[0].Service, apis[0].Service, lookupds[0].Service
 	at := func(host, port string) string { return net.JoinHostPort(host, port) }
 	args := []string{
 		"--nsqd-tcp", at(d.Address, fmt.Sprint(d.Port)),
 		"--nsqd-gate", at(d.Address, d.Meta["https_port"]), "--redis", primary,
 		"--api-http", at(a.Address, fmt.Sprint(a.Port)), "--api-writes", at(a.Address, a.Meta["write_port"]),
+		"--nsqlookupd-tcp", at(l.Address, l.Meta["tcp_port"]),
 	}
 	for i := 1; i < len(args); i += 2 {
 		if strings.HasSuffix(args[i], ":") {

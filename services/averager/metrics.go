@@ -15,7 +15,7 @@ type metrics struct {
 	consumed, deduplicated, late, uncoordinated     prometheus.Counter
 	integersCounted, windowsWritten, windowsAmended prometheus.Counter
 	windowsEarly                                    prometheus.Counter
-	storeErrors, collisions                         prometheus.Counter
+	storeErrors, collisions, nsqdRefused            prometheus.Counter
 	rejected, deadLettered                          *prometheus.CounterVec
 	writeLag                                        prometheus.Histogram
 	leader, lastAverage, lastCount, lastEnd         prometheus.Gauge
@@ -39,6 +39,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			"Windows stored for the first time before their grace ended, every live generator having passed their end."),
 		storeErrors: c("store_errors_total", "Window writes to integer-api that failed (retried)."),
 		collisions:  c("slot_collisions_total", "Integers equal to another generator's in the same slot (must stay 0)."),
+		nsqdRefused: c("nsqd_refused_total", "nsqd that nsqlookupd named and Consul does not list, not connected to (with TLS; counted at every nsqlookupd poll)."),
 		rejected: f.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "messages_rejected_total",
 			Help: "Messages (or their late or future parts) rejected, by reason."}, []string{"reason"}),
 		deadLettered: f.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "messages_dead_lettered_total",

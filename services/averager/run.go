@@ -52,17 +52,21 @@ func Run(ctx context.Context, o Options, log *logrus.Entry) error {
 			writer.WithTLS(auth.TLS, o.APIService)
 		}
 		nsqds := discovery.Follow(ctx, rt.Consul, discovery.NSQDFor(o.NSQDService, auth.Enabled()), log)
+		registered := discovery.FollowAll(ctx, rt.Consul, discovery.NSQDFor(o.NSQDService, auth.Enabled()), log)
 		e := &elector{o: o, rt: rt, m: newMetrics(rt.Metrics), log: log, auth: auth,
 			lookupds: discovery.Follow(ctx, rt.Consul, discovery.NSQLookupd(o.LookupdService), log),
 			writer:   writer,
 			dead:     &deadLetter{pub: nsqpub.New(discovery.NodeName(rt.Consul), nsqds, o.DeadLetterTopic, 5*time.Second, log)},
+		}
+		if auth.Enabled() {
+			e.trusted = newConsulNSQDs(registered, e.m.nsqdRefused, log)
 		}
 		e.dead.pub.Auth = auth
 		// Where a stuck averager waits, for an operator (?debug=2).
 		rt.Mux.Handle("GET /debug/pprof/goroutine", pprof.Handler("goroutine"))
 		// Every averager, standby or active, reports every nsqd: the backlog
 		// is watched even while no averager leads.
-		rt.Metrics.MustRegister(newNSQDCollector(discovery.FollowAll(ctx, rt.Consul, discovery.NSQDFor(o.NSQDService, auth.Enabled()), log), o, auth, log))
+		rt.Metrics.MustRegister(newNSQDCollector(registered, o, auth, log))
 		log.WithFields(logrus.Fields{"window": o.Window, "topic": o.Topic, "channel": o.Channel}).Info("integeraverage-cal started; campaigning for the leader lock")
 		return svc.Service{
 			Health: e.health,
@@ -79,6 +83,7 @@ type elector struct {
 	m        *metrics
 	log      *logrus.Entry
 	lookupds *discovery.Watch
+	trusted  *consulNSQDs // with TLS: the nsqd the consumer may connect to
 	writer   Writer
 	dead     *deadLetter
 	auth     nsqtls.Client
@@ -129,7 +134,7 @@ func (e *elector) run(ctx context.Context) error {
 		agg := newAggregator(cfg, term.Fence, e.writer, e.dead, e.m, tlog)
 		agg.collisions = collisions
 		began := time.Now()
-		err = lead(ctx, term, o, e.auth, e.lookupds, agg, tlog)
+		err = lead(ctx, term, o, e.auth, e.lookupds, e.trusted, agg, tlog)
 		e.m.leader.Set(0)
 		e.state.Store("leader", false)
 		if rerr := term.Resign(); rerr != nil {
@@ -178,9 +183,10 @@ func (b *backoff) reset() { b.last = 0 }
 
 // lead consumes while term lasts.
 // sources are the nsqlookupd instances the consumer asks for nsqd. With
-// TLS the consumer accepts only an nsqd whose certificate says nsqd; go-nsq
-// starts TLS only when the server offers it, though (docs/design.md §9).
-func lead(ctx context.Context, term *leader.Term, o Options, auth nsqtls.Client, sources *discovery.Watch, agg *Aggregator, log *logrus.Entry) error {
+// TLS, trusted keeps of their answers the nsqd that Consul lists, and the
+// consumer accepts only an nsqd whose certificate says nsqd
+// (docs/design.md §9).
+func lead(ctx context.Context, term *leader.Term, o Options, auth nsqtls.Client, sources *discovery.Watch, trusted *consulNSQDs, agg *Aggregator, log *logrus.Entry) error {
 	termCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {
@@ -197,13 +203,21 @@ func lead(ctx context.Context, term *leader.Term, o Options, auth nsqtls.Client,
 		return &fatalError{err}
 	}
 	// With TLS the consumer connects only to an nsqd whose certificate says
-	// nsqd: nsqlookupd's answers are not trusted.
+	// nsqd, and that Consul lists: nsqlookupd's answers are not trusted.
 	auth.Apply(ncfg)
 	consumer, err := nsq.NewConsumer(o.Topic, o.Channel, ncfg)
 	if err != nil {
 		return &fatalError{fmt.Errorf("nsq consumer: %w", err)}
 	}
 	consumer.SetLogger(nsqlog.New(log), nsq.LogLevelWarning)
+	if trusted != nil {
+		consumer.SetBehaviorDelegate(trusted)
+		// Consul's first answer before nsqlookupd's: else every nsqd would
+		// be refused until the next poll.
+		if _, err := trusted.registered.Wait(termCtx); err != nil {
+			return nil // the term ended
+		}
+	}
 	in := make(chan Message)
 	consumer.AddHandler(nsq.HandlerFunc(func(msg *nsq.Message) error {
 		msg.DisableAutoResponse()
