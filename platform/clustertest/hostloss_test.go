@@ -227,9 +227,11 @@ func (c *cl) hostWith(addr string) *cluster.Host {
 }
 
 // leaderServer is the server that leads both Consul's and Nomad's Raft.
-// When they differ, Nomad's leader steps down (its agent restarted) until
-// they coincide.
+// When they differ, Nomad's leader is stopped until another server leads
+// (a restart alone may win the election again), started again, and the
+// three servers let become healthy, until the leaders coincide.
 func (c *cl) leaderServer() (*cluster.Host, error) {
+	defer c.connectAPIsVia(c.servers[0])
 	for try := 0; try < 6; try++ {
 		cl, err := c.consulClient.Status().Leader()
 		if err != nil {
@@ -246,12 +248,25 @@ func (c *cl) leaderServer() (*cluster.Host, error) {
 		if ch == nh {
 			return ch, nil
 		}
-		c.st.logf("Consul leads on %s, Nomad on %s: restarting Nomad on %s to move its leadership", ch.Name, nh.Name, nh.Name)
-		c.sh(nh, "systemctl restart nomad")
-		c.waitFor("a Nomad leader again", time.Minute, func() error {
+		c.st.logf("Consul leads on %s, Nomad on %s: stopping Nomad on %s until another server leads it", ch.Name, nh.Name, nh.Name)
+		c.connectAPIsVia(ch) // not through the server stopped
+		if out, err := c.sh(nh, "systemctl stop nomad"); err != nil {
+			return nil, fmt.Errorf("stopping nomad on %s: %v: %s", nh.Name, err, out)
+		}
+		c.waitFor("a Nomad leader other than "+nh.Name, time.Minute, func() error {
 			l, err := c.nomadClient.Status().Leader()
 			if err == nil && (l == "" || c.hostWith(l) == nh) {
 				err = fmt.Errorf("leader %q", l)
+			}
+			return err
+		})
+		if out, err := c.sh(nh, "systemctl start nomad"); err != nil {
+			return nil, fmt.Errorf("starting nomad on %s: %v: %s", nh.Name, err, out)
+		}
+		c.waitFor("Nomad's servers healthy again, "+nh.Name+"'s too", 2*time.Minute, func() error {
+			h, _, err := c.nomadClient.Operator().AutopilotServerHealth(nil)
+			if err == nil && (!h.Healthy || len(h.Servers) != len(c.servers)) {
+				err = fmt.Errorf("autopilot: healthy=%v, %d servers", h.Healthy, len(h.Servers))
 			}
 			return err
 		})
