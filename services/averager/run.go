@@ -205,6 +205,13 @@ func lead(ctx context.Context, term *leader.Term, o Options, auth nsqtls.Client,
 	// With TLS the consumer connects only to an nsqd whose certificate says
 	// nsqd, and that Consul lists: nsqlookupd's answers are not trusted.
 	auth.Apply(ncfg)
+	if trusted != nil {
+		// Consul's first answer before nsqlookupd's: else every nsqd would
+		// be refused until the next poll.
+		if _, err := trusted.registered.Wait(termCtx); err != nil {
+			return nil // the term ended
+		}
+	}
 	consumer, err := nsq.NewConsumer(o.Topic, o.Channel, ncfg)
 	if err != nil {
 		return &fatalError{fmt.Errorf("nsq consumer: %w", err)}
@@ -212,11 +219,6 @@ func lead(ctx context.Context, term *leader.Term, o Options, auth nsqtls.Client,
 	consumer.SetLogger(nsqlog.New(log), nsq.LogLevelWarning)
 	if trusted != nil {
 		consumer.SetBehaviorDelegate(trusted)
-		// Consul's first answer before nsqlookupd's: else every nsqd would
-		// be refused until the next poll.
-		if _, err := trusted.registered.Wait(termCtx); err != nil {
-			return nil // the term ended
-		}
 	}
 	in := make(chan Message)
 	consumer.AddHandler(nsq.HandlerFunc(func(msg *nsq.Message) error {
