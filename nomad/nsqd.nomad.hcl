@@ -5,9 +5,8 @@
 #
 # On the cluster (consul_tls) nsqd requires TLS with a client certificate
 # from Consul's Connect CA on its TCP port, and asks nsqd-gate (a sidecar,
-# on loopback) what each client may do; its own HTTP API is a unix socket
-# in the allocation and the network reaches it through nsqd-gate's HTTPS
-# listener, which checks the caller's SPIFFE identity (docs/design.md,
+# on loopback) what each client may do; its own HTTP API is on loopback
+# and the network reaches it through nsqd-gate's HTTPS listener, which checks the caller's SPIFFE identity (docs/design.md,
 # "Trust").
 
 job "nsqd" {
@@ -24,7 +23,7 @@ job "nsqd" {
   group "nsqd" {
     network {
       port "tcp" {}
-      # nsqd's own HTTP API on a dev agent (on the cluster a unix socket).
+      # nsqd's own HTTP API (on the cluster on loopback only).
       port "http" {}
       # consul_tls: nsqd's own HTTPS (loopback), nsqd-gate's HTTPS for the
       # network and its auth server (loopback).
@@ -103,7 +102,7 @@ job "nsqd" {
         env {
           NSQD_GATE_HTTPS_ADDR     = "${NOMAD_ADDR_https}"
           NSQD_GATE_AUTH_ADDR      = "127.0.0.1:${NOMAD_PORT_auth}"
-          NSQD_GATE_NSQD_HTTP_ADDR = "${NOMAD_ALLOC_DIR}/nsqd-http.sock"
+          NSQD_GATE_NSQD_HTTP_ADDR = "127.0.0.1:${NOMAD_PORT_http}"
           NSQD_GATE_GRANTS_FILE    = "${NOMAD_SECRETS_DIR}/grants.json"
           NSQD_GATE_TLS_CERT_FILE  = "${NOMAD_SECRETS_DIR}/leaf.pem"
           NSQD_GATE_TLS_ROOTS_FILE = "${NOMAD_SECRETS_DIR}/roots.pem"
@@ -273,13 +272,14 @@ locals {
     nsqlookupd_tcp_addresses = [{{ range $i, $s := service "nsqlookupd" }}{{ if $i }}, {{ end }}"{{ $s.Address }}:{{ index $s.ServiceMeta "tcp_port" }}"{{ end }}]
   EOT
   # consul_tls: TLS with a verified client certificate on TCP, AUTH asked
-  # of nsqd-gate, the HTTP API on a unix socket in the allocation's
-  # directory, which nsqd-gate shares and no other job reaches (a loopback
-  # port any task on the host could call); its own HTTPS on loopback
-  # (nsqd reads an empty https_address as every interface). nsqlookupd
+  # of nsqd-gate, the HTTP API and its own HTTPS on loopback (nsqd reads an
+  # empty https_address as every interface). Not a unix socket in the
+  # allocation's directory: after a host's power cut the restored nsqd ran
+  # while nsqd-gate found no socket there (the cluster test's host loss),
+  # and a socket file left by a killed nsqd stops the next one starting. nsqlookupd
   # refuses an nsqd without an HTTP port: the one it gets is nsqd-gate's.
   nsqd_tls_cfg = <<-EOT
-    http_address = "{{ env "NOMAD_ALLOC_DIR" }}/nsqd-http.sock"
+    http_address = "127.0.0.1:{{ env "NOMAD_PORT_http" }}"
     broadcast_http_port = {{ env "NOMAD_PORT_https" }}
     https_address = "127.0.0.1:{{ env "NOMAD_PORT_nsqd_https" }}"
     tls_cert = "{{ env "NOMAD_SECRETS_DIR" }}/leaf.pem"

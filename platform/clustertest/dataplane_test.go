@@ -206,7 +206,7 @@ func (c *cl) averagerNSQDRefused() (float64, error) {
 }
 
 // probeTargets are a passing nsqd (its TCP port and nsqd-gate; its own
-// HTTP API is a unix socket in its allocation, on no port to try), the
+// HTTP API is on the host's loopback, on no address to try), the
 // Redis primary and a passing integer-api (both listeners).
 func (c *cl) probeTargets() ([]string, error) {
 	nsqds, err := c.healthy("nsqd")
